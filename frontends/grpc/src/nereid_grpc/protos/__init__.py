@@ -1,0 +1,1 @@
+"""Generated protobuf modules for the Triton-compatible gRPC protocol."""

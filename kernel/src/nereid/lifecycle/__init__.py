@@ -1,0 +1,1 @@
+"""Models coming and going: loading a model version, the repository manager, stores."""

@@ -1,0 +1,1 @@
+"""The request path below the InferenceService: runners, statistics, batching helpers."""

@@ -1,0 +1,132 @@
+"""Instance runners: one per model instance, pulling batches from the scheduler.
+
+A runner is an asyncio task that awaits ``scheduler.next_batch`` and runs ``execute`` on the
+instance's own thread, so frameworks that release the GIL run instances in parallel and the event
+loop never blocks on model code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..backend import InstanceSpec, ModelInstance
+from ..errors import InternalError, NereidError
+from ..observers import ObserverSet
+from ..types import InferenceRequest
+
+if TYPE_CHECKING:
+    from ..scheduler import Scheduler
+    from .statistics import ModelStatistics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class InstanceHandle:
+    """What a scheduler knows of an instance: its spec, and room for the scheduler's state.
+
+    ``retired`` is set when an instance-count update removes the instance: the scheduler then
+    answers its ``next_batch`` with ``None``.
+    """
+
+    spec: InstanceSpec
+    instance: ModelInstance
+    state: dict[str, Any] = field(default_factory=dict)
+    retired: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+class InstanceRunner:
+    def __init__(
+        self,
+        handle: InstanceHandle,
+        scheduler: Scheduler,
+        statistics: ModelStatistics,
+        observers: ObserverSet,
+        decoupled: bool,
+    ) -> None:
+        self.handle = handle
+        self.scheduler = scheduler
+        self.statistics = statistics
+        self.observers = observers
+        self.decoupled = decoupled
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"nereid-{handle.name}")
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run(), name=self.handle.name)
+
+    async def _run(self) -> None:
+        handle, scheduler, stats, observers = (
+            self.handle,
+            self.scheduler,
+            self.statistics,
+            self.observers,
+        )
+        while True:
+            batch = await scheduler.next_batch(handle)
+            if batch is None:
+                break
+            live = [request for request in batch if not request.final_sent]
+            if live:
+                stats.pending -= len(live)
+                if observers.on_execution_start:
+                    observers.notify(observers.on_execution_start, handle.name, live)
+                start_ns, end_ns = await self.run_batch(live)
+                stats.record_batch(live, start_ns, end_ns)
+                if observers.on_execution_end:
+                    observers.notify(observers.on_execution_end, handle.name, live)
+            scheduler.batch_done(handle, batch)
+
+    async def run_batch(self, batch: list[InferenceRequest]) -> tuple[int, int]:
+        """Execute a batch on this instance's thread; returns its start and end times."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._execute, batch
+        )
+
+    def _execute(self, batch: list[InferenceRequest]) -> tuple[int, int]:
+        """On the instance thread: run the batch; whatever goes wrong fails only this batch."""
+        start = time.monotonic_ns()
+        for request in batch:
+            request.compute_start_ns = start
+        try:
+            self.handle.instance.execute(batch)
+        except Exception as exc:
+            error = NereidError.of(exc)
+            if not isinstance(exc, NereidError):
+                log.exception("model instance %s failed executing a batch", self.handle.name)
+            for request in batch:
+                request.fail(error)
+        else:
+            if not self.decoupled:
+                for request in batch:
+                    if not request.final_sent:
+                        request.fail(
+                            InternalError(
+                                f"model instance '{self.handle.name}' returned without "
+                                "sending a response for a request"
+                            )
+                        )
+        end = time.monotonic_ns()
+        for request in batch:
+            request.compute_end_ns = end
+        return start, end
+
+    async def stop(self) -> None:
+        """Wait for the pull loop to end (the scheduler returned ``None``), then finalize."""
+        if self.task is not None:
+            await asyncio.shield(self.task)
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self.handle.instance.finalize)
+        except Exception:
+            log.exception("finalizing instance %s failed", self.handle.name)
+        self._executor.shutdown(wait=False)

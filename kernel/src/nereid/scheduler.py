@@ -1,0 +1,55 @@
+"""The scheduler contract, and the context a scheduler is made with.
+
+A scheduler owns a model version's queue. ``enqueue`` is called by the InferenceService and
+never blocks. Each instance's runner awaits ``next_batch(instance)`` when the instance is free,
+executes what it gets, then calls ``batch_done``: instances pull, so a busy instance never has
+work pushed to it. A scheduler with ``uses_instances = False`` (an ensemble) gets no runners and
+answers requests itself, typically by calling the InferenceService.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from .clock import Clock
+from .config.model_config_pb2 import ModelConfig
+
+if TYPE_CHECKING:
+    from .api import InferenceService
+    from .runtime.runner import InstanceHandle
+    from .runtime.statistics import ModelStatistics
+    from .types import InferenceRequest
+
+
+@dataclass
+class SchedulerContext:
+    model_name: str
+    version: int
+    config: ModelConfig
+    instances: list[InstanceHandle]
+    clock: Clock
+    api: InferenceService
+    statistics: ModelStatistics
+    model: Any = None
+
+
+@runtime_checkable
+class Scheduler(Protocol):
+    uses_instances: bool
+
+    def enqueue(self, request: InferenceRequest) -> None:
+        """Queue a request; raise ``UnavailableError`` to reject it (queue full)."""
+
+    async def next_batch(self, instance: InstanceHandle) -> list[InferenceRequest] | None:
+        """The next batch for a free instance; ``None`` tells the runner to stop."""
+
+    def batch_done(self, instance: InstanceHandle, batch: list[InferenceRequest]) -> None:
+        """The instance has executed ``batch`` and is free again."""
+
+    def instances_changed(self, instances: list[InstanceHandle]) -> None:
+        """The model's instances were added or removed (an instance-count update)."""
+
+    async def stop(self, drain: bool) -> None:
+        """Stop: with ``drain`` let queued requests run first, else fail them UNAVAILABLE;
+        afterwards every ``next_batch`` returns ``None``."""

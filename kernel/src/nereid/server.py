@@ -1,0 +1,185 @@
+"""The Server: assembles the plugins, owns the repository manager and the event loop."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import threading
+from typing import Any
+
+from .api import InferenceService
+from .backend import Backend, BackendContext
+from .clock import SYSTEM_CLOCK, Clock
+from .config import backend_config_from_flags
+from .errors import NereidError, UnavailableError
+from .lifecycle.repository import RepositoryManager
+from .logsettings import LogSettings
+from .observers import ObserverSet
+from .options import resolve_options
+from .plugins import PluginSettings, PluginSystem, RegistryEntry
+
+log = logging.getLogger(__name__)
+
+
+class Server:
+    """A Nereid server. ``Server(model_repository=path, **options)``: options are the flags of
+    ``nereid serve`` in keyword form (``http_port=0``).
+
+    ``await server.start()`` loads the start-up models and starts the frontends on the running
+    loop; ``await server.stop()`` drains and unloads. ``async with Server(...)`` does both.
+    """
+
+    def __init__(
+        self,
+        model_repository: str | list[str] | None = None,
+        *,
+        plugins: list[Any] = (),
+        options: argparse.Namespace | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        **overrides: Any,
+    ) -> None:
+        if model_repository is not None:
+            overrides["model_repository"] = model_repository
+        knobs = PluginSettings.from_env().merged(
+            disable_autoload=overrides.get("disable_plugin_autoload", False)
+            or bool(options and options.disable_plugin_autoload),
+            allow=_flatten(overrides.get("plugin_allow", []))
+            + _flatten(options.plugin_allow if options else []),
+            block=_flatten(overrides.get("plugin_block", []))
+            + _flatten(options.plugin_block if options else []),
+        )
+        self.plugins = PluginSystem(knobs)
+        self.plugins.load_entry_points()
+        for plugin in plugins:
+            self.plugins.register(plugin)
+        self.plugins.check_pending()
+        self.plugins.collect_registrations()
+        if options is None:
+            options = resolve_options(self.plugins, overrides)
+        else:
+            for key, value in overrides.items():
+                setattr(options, key, value)
+        self.options = options
+        self.clock = clock
+        self.log_settings = LogSettings()
+        self.extensions: set[str] = set()
+        self.backend_settings = backend_config_from_flags(options.backend_config)
+        self.observers = ObserverSet()
+        self.api = InferenceService(self)
+        self.live = False
+        self.ready = False
+        self.startup_errors: list[NereidError] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.repository: RepositoryManager | None = None
+        self.frontends: list[Any] = []
+        self._backends: dict[str, Backend] = {}
+        self._backends_lock = threading.Lock()
+
+    # -- parts ---------------------------------------------------------------------------------
+
+    def backend(self, entry: RegistryEntry) -> Backend:
+        """The backend registered by ``entry``, made on first use (its framework loads now)."""
+        with self._backends_lock:
+            backend = self._backends.get(entry.name)
+            if backend is None:
+                settings = {
+                    **self.backend_settings.get("", {}),
+                    **self.backend_settings.get(entry.name, {}),
+                }
+                context = BackendContext(entry.name, settings, self.api, self.options)
+                backend = self._backends[entry.name] = entry.load()(context)
+            return backend
+
+    def _stores(self) -> list[Any]:
+        registry = self.plugins.registries["repository_store"]
+        stores = []
+        for location in self.options.model_repository:
+            scheme = location.split("://", 1)[0] if "://" in location else "file"
+            entry = registry.find(scheme)
+            if entry is None:
+                raise UnavailableError(
+                    f"no repository store for '{scheme}://' is installed (repository '{location}')"
+                )
+            stores.append(entry.load()(location))
+        return stores
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.log_settings.update(
+            {
+                "log_file": self.options.log_file,
+                "log_info": self.options.log_info,
+                "log_warning": self.options.log_warning,
+                "log_error": self.options.log_error,
+                "log_verbose_level": self.options.log_verbose,
+                "log_format": self.options.log_format,
+            }
+        )
+        for observers in self.plugins.hook.register_request_observers(server=self):
+            for observer in observers or ():
+                self.observers.add(observer)
+        self.live = True
+        self.repository = RepositoryManager(self, self._stores())
+        await self.repository.start()
+        if self.startup_errors and self.options.exit_on_error:
+            await self.repository.stop(timeout=0)
+            self.live = False
+            raise self.startup_errors[0]
+        frontends = self.plugins.registries["frontend"]
+        for entry in frontends:
+            frontend = entry.load()(self.options)
+            if frontend is not None:
+                await frontend.start(self.api)
+                self.frontends.append(frontend)
+        self.ready = True
+        self.plugins.hook.server_started(server=self)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting, let in-flight requests finish (up to ``grace`` seconds, default
+        ``--exit-timeout-secs``), unload every model."""
+        if not self.live:
+            return
+        grace = self.options.exit_timeout_secs if grace is None else grace
+        self.ready = False
+        self.plugins.hook.server_stopping(server=self)
+        for frontend in self.frontends:
+            try:
+                await frontend.stop(grace)
+            except Exception:
+                log.exception("stopping frontend %r failed", frontend)
+        self.frontends = []
+        if self.repository is not None:
+            await self.repository.stop(timeout=grace)
+        self.api.system_shm.unregister()
+        self.live = False
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def serve_forever(self) -> None:
+        """Run until SIGINT or SIGTERM, then stop gracefully."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        stop_requested = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop_requested.set)
+        await stop_requested.wait()
+        log.info(
+            "signal received, stopping: waiting up to %ss for in-flight requests",
+            self.options.exit_timeout_secs,
+        )
+        await self.stop()
+
+
+def _flatten(values: Any) -> list[str]:
+    if isinstance(values, str):
+        values = [values]
+    return [item.strip() for value in values for item in value.split(",") if item.strip()]

@@ -1,0 +1,159 @@
+"""Shared-memory regions registered by clients, shared by every frontend.
+
+A region registered over HTTP serves gRPC requests too: frontends only decode the
+``shared_memory_region``/``offset``/``byte_size`` parameters and ask this manager for the bytes.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, UnsupportedError
+from .types import DataType, Tensor
+
+SHM_ROOT = "/dev/shm"
+
+
+@dataclass
+class SystemRegion:
+    name: str
+    key: str
+    offset: int
+    byte_size: int
+    mapping: mmap.mmap
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "key": self.key,
+            "offset": self.offset,
+            "byte_size": self.byte_size,
+        }
+
+
+class SystemSharedMemoryManager:
+    """POSIX shared-memory regions by name."""
+
+    def __init__(self) -> None:
+        self._regions: dict[str, SystemRegion] = {}
+        self._lock = threading.Lock()
+
+    def register(self, name: str, key: str, offset: int, byte_size: int) -> None:
+        with self._lock:
+            if name in self._regions:
+                raise AlreadyExistsError(f"shared memory region '{name}' already in manager")
+            if offset < 0 or byte_size <= 0:
+                raise InvalidArgumentError(
+                    f"invalid offset {offset} or byte size {byte_size} for shared memory "
+                    f"region '{name}'"
+                )
+            path = os.path.join(SHM_ROOT, key.lstrip("/"))
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except OSError as exc:
+                raise InvalidArgumentError(
+                    f"Unable to open shared memory region: '{key}': {exc.strerror}"
+                ) from None
+            try:
+                size = os.fstat(fd).st_size
+                if offset + byte_size > size:
+                    raise InvalidArgumentError(
+                        f"shared memory region '{name}' of {size} bytes cannot hold offset "
+                        f"{offset} + byte size {byte_size}"
+                    )
+                mapping = mmap.mmap(fd, offset + byte_size)
+            finally:
+                os.close(fd)
+            self._regions[name] = SystemRegion(name, key, offset, byte_size, mapping)
+
+    def unregister(self, name: str = "") -> None:
+        """Unregister one region, or every region when ``name`` is empty."""
+        with self._lock:
+            names = [name] if name else list(self._regions)
+            for region_name in names:
+                region = self._regions.pop(region_name, None)
+                if region is not None:
+                    try:
+                        region.mapping.close()
+                    except BufferError:
+                        pass  # a tensor still views it; the mapping closes when it is dropped
+
+    def status(self, name: str = "") -> list[dict[str, Any]]:
+        with self._lock:
+            if name:
+                if name not in self._regions:
+                    raise NotFoundError(f"Unable to find system shared memory region: '{name}'")
+                return [self._regions[name].status()]
+            return [region.status() for region in self._regions.values()]
+
+    def view(self, name: str, offset: int, byte_size: int) -> memoryview:
+        """``byte_size`` bytes at ``offset`` within the region."""
+        region = self._regions.get(name)
+        if region is None:
+            raise NotFoundError(f"Unable to find system shared memory region: '{name}'")
+        if offset < 0 or offset + byte_size > region.byte_size:
+            raise InvalidArgumentError(
+                f"Invalid offset + byte size for shared memory region: '{name}'"
+            )
+        start = region.offset + offset
+        return memoryview(region.mapping)[start : start + byte_size]
+
+    def input_tensor(
+        self, name: str, datatype: DataType, shape: list[int], params: dict[str, Any]
+    ) -> Tensor:
+        """An input tensor read in place from the region its parameters name."""
+        region = params["shared_memory_region"]
+        offset = int(params.get("shared_memory_offset", 0))
+        byte_size = int(params["shared_memory_byte_size"])
+        return Tensor.from_buffer(name, datatype, shape, self.view(region, offset, byte_size))
+
+    def write_output(self, tensor: Tensor, params: dict[str, Any]) -> Tensor:
+        """Copy an output into the region its request named; the returned tensor carries the
+        region parameters in place of data for the frontend."""
+        region = params["shared_memory_region"]
+        offset = int(params.get("shared_memory_offset", 0))
+        byte_size = int(params["shared_memory_byte_size"])
+        data = tensor.to_bytes()
+        if len(data) > byte_size:
+            raise InvalidArgumentError(
+                f"shared memory size specified with the request for output '{tensor.name}' "
+                f"({byte_size} bytes) should be at least {len(data)} bytes to hold the results"
+            )
+        self.view(region, offset, len(data))[:] = data
+        return Tensor(
+            tensor.name,
+            tensor.data,
+            tensor.datatype,
+            {
+                "shared_memory_region": region,
+                "shared_memory_offset": offset,
+                "shared_memory_byte_size": len(data),
+            },
+        )
+
+
+class CudaSharedMemoryManager:
+    """CUDA IPC regions. Without a GPU facility installed every call is UNSUPPORTED."""
+
+    def _unsupported(self) -> UnsupportedError:
+        return UnsupportedError("CUDA shared memory is not supported: no GPU support is available")
+
+    def register(self, name: str, raw_handle: bytes, device_id: int, byte_size: int) -> None:
+        raise self._unsupported()
+
+    def unregister(self, name: str = "") -> None:
+        raise self._unsupported()
+
+    def status(self, name: str = "") -> list[dict[str, Any]]:
+        raise self._unsupported()
+
+
+def is_shared_memory(params: dict[str, Any]) -> bool:
+    return "shared_memory_region" in params
+
+
+__all__ = ["CudaSharedMemoryManager", "SystemSharedMemoryManager", "is_shared_memory"]
