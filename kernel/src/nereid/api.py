@@ -73,6 +73,10 @@ class InferenceService:
             "extensions": self.extensions(),
         }
 
+    def add_extension(self, name: str) -> None:
+        """Advertise a protocol extension in server metadata (frontends add theirs)."""
+        self._server.extensions.add(name)
+
     def extensions(self) -> list[str]:
         extra = sorted(self._server.extensions - set(KERNEL_EXTENSIONS))
         return [*KERNEL_EXTENSIONS, *extra]

@@ -27,6 +27,10 @@ class Server:
     """A Nereid server. ``Server(model_repository=path, **options)``: options are the flags of
     ``nereid serve`` in keyword form (``http_port=0``).
 
+    ``frontends`` names the network frontends to start (``["http", "grpc"]``). By default a
+    server made from ``nereid serve`` options starts every installed frontend its flags allow,
+    and one made from keywords starts none (in-process use needs no sockets).
+
     ``await server.start()`` loads the start-up models and starts the frontends on the running
     loop; ``await server.stop()`` drains and unloads. ``async with Server(...)`` does both.
     """
@@ -38,6 +42,7 @@ class Server:
         plugins: list[Any] = (),
         options: argparse.Namespace | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        frontends: list[str] | None = None,
         **overrides: Any,
     ) -> None:
         if model_repository is not None:
@@ -56,6 +61,7 @@ class Server:
             self.plugins.register(plugin)
         self.plugins.check_pending()
         self.plugins.collect_registrations()
+        from_cli = options is not None
         if options is None:
             options = resolve_options(self.plugins, overrides)
         else:
@@ -73,7 +79,10 @@ class Server:
         self.startup_errors: list[NereidError] = []
         self.loop: asyncio.AbstractEventLoop | None = None
         self.repository: RepositoryManager | None = None
-        self.frontends: list[Any] = []
+        self.frontend_names = frontends if frontends is not None else (
+            self.plugins.registries["frontend"].names() if from_cli else []
+        )
+        self.frontends: dict[str, Any] = {}
         self._backends: dict[str, Backend] = {}
         self._backends_lock = threading.Lock()
 
@@ -129,12 +138,12 @@ class Server:
             await self.repository.stop(timeout=0)
             self.live = False
             raise self.startup_errors[0]
-        frontends = self.plugins.registries["frontend"]
-        for entry in frontends:
-            frontend = entry.load()(self.options)
+        registry = self.plugins.registries["frontend"]
+        for name in self.frontend_names:
+            frontend = registry.get(name).load()(self.options)
             if frontend is not None:
                 await frontend.start(self.api)
-                self.frontends.append(frontend)
+                self.frontends[name] = frontend
         self.ready = True
         self.plugins.hook.server_started(server=self)
 
@@ -146,12 +155,12 @@ class Server:
         grace = self.options.exit_timeout_secs if grace is None else grace
         self.ready = False
         self.plugins.hook.server_stopping(server=self)
-        for frontend in self.frontends:
+        for frontend in self.frontends.values():
             try:
                 await frontend.stop(grace)
             except Exception:
                 log.exception("stopping frontend %r failed", frontend)
-        self.frontends = []
+        self.frontends = {}
         if self.repository is not None:
             await self.repository.stop(timeout=grace)
         self.api.system_shm.unregister()
