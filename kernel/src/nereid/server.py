@@ -79,8 +79,10 @@ class Server:
         self.startup_errors: list[NereidError] = []
         self.loop: asyncio.AbstractEventLoop | None = None
         self.repository: RepositoryManager | None = None
-        self.frontend_names = frontends if frontends is not None else (
-            self.plugins.registries["frontend"].names() if from_cli else []
+        self.frontend_names = (
+            frontends
+            if frontends is not None
+            else (self.plugins.registries["frontend"].names() if from_cli else [])
         )
         self.frontends: dict[str, Any] = {}
         self._backends: dict[str, Backend] = {}

@@ -1,0 +1,1 @@
+"""An example Nereid backend plugin: ``scale`` multiplies its input by a factor."""
