@@ -69,7 +69,7 @@ def _ints_as_numbers(message: Any, data: Any) -> Any:
                 value_fd = fd.message_type.fields_by_name["value"]
                 if value_fd.message_type is not None:
                     data[fd.name] = {k: _ints_as_numbers(sub[k], v) for k, v in value.items()}
-            elif fd.label == fd.LABEL_REPEATED:
+            elif fd.is_repeated:
                 data[fd.name] = [_ints_as_numbers(m, v) for m, v in zip(sub, value, strict=False)]
             else:
                 data[fd.name] = _ints_as_numbers(sub, value)

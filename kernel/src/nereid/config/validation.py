@@ -98,10 +98,6 @@ def _validate(config: ModelConfig, source: str) -> None:
         raise fail("ensemble_scheduling", "an ensemble model must specify 'ensemble_scheduling'")
     if config.HasField("ensemble_scheduling") and config.platform != ENSEMBLE_PLATFORM:
         raise fail("platform", "'ensemble_scheduling' needs platform \"ensemble\"")
-    if config.HasField("dynamic_batching") and config.HasField("sequence_batching"):
-        raise fail(
-            "dynamic_batching", "cannot be used together with 'sequence_batching' in one model"
-        )
     if config.HasField("dynamic_batching"):
         if not batching:
             raise fail("dynamic_batching", "needs 'max_batch_size' > 0")
