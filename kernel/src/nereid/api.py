@@ -17,6 +17,7 @@ from .custom_metrics import CustomMetricsRegistry
 from .errors import ErrorKind, NereidError
 from .lifecycle.model import LoadedModel
 from .observers import FailureReason
+from .runtime.mailbox import LoopMailbox
 from .runtime.validation import response_transform, validate_request
 from .shared_memory import CudaSharedMemoryManager, SystemSharedMemoryManager
 from .types import InferenceRequest, InferenceResponse, ResponseStream
@@ -50,6 +51,11 @@ class InferenceService:
         self.cuda_shm = CudaSharedMemoryManager()
         self.custom_metrics = CustomMetricsRegistry()
         self.log_settings = server.log_settings
+        self._mailbox: LoopMailbox | None = None
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Bind to the server's event loop (called by the server as it starts, on the loop)."""
+        self._mailbox = LoopMailbox.of(loop)
 
     # -- server ----------------------------------------------------------------------------------
 
@@ -164,18 +170,21 @@ class InferenceService:
         except NereidError as exc:
             self._failed_before_queue(model, request, exc, FailureReason.OTHER)
             raise
-        stream = ResponseStream(server.loop)
+        stream = ResponseStream(server.loop, self._mailbox)
         request.stream = stream
-        stream._transform = self._transform(model, request)
-        stream._on_response = self._response_observer(model, request)
+        if request.requested_outputs or model.reshaped_outputs:
+            stream._transform = self._transform(model, request)
+        stream.request = request
+        stream.model = model
+        stream._on_response = self._response_arrived
         stream._on_cancel = request.cancel
         model.request_started()
-        stats.pending += 1
+        stats.add_pending(1)
         request.queue_start_ns = time.monotonic_ns()
         try:
             model.scheduler.enqueue(request)
         except NereidError as exc:
-            stats.pending -= 1
+            stats.add_pending(-1)
             model.request_finished()
             request.stream = None
             self._failed_before_queue(
@@ -218,38 +227,32 @@ class InferenceService:
 
         return transform
 
-    def _response_observer(
-        self, model: LoadedModel, request: InferenceRequest
-    ) -> Callable[[InferenceResponse], None]:
-        observers = self._server.observers
+    def _response_arrived(self, stream: ResponseStream, response: InferenceResponse) -> None:
+        """On the loop, for every response: statistics, observers, and the end of the
+        request's accounting with its final response."""
+        model, request = stream.model, stream.request
         stats = model.statistics
-        decoupled = model.decoupled
-        count = 0
-
-        def observe(response: InferenceResponse) -> None:
-            nonlocal count
-            response.model_version = str(model.version)
-            if decoupled:
-                stats.record_response(count, response, time.monotonic_ns() - request.queue_start_ns)
-                count += 1
-            if observers.on_response:
-                observers.notify(observers.on_response, request, response)
-            if not response.final:
-                return
-            if request.compute_start_ns == 0:
-                stats.pending -= 1  # answered (cancelled) without being executed
-            model.request_finished()
-            error = response.error
-            stats.record_completion(request, error is not None, time.monotonic_ns())
-            if observers.on_complete:
-                reason = None
-                if error is not None:
-                    reason = _FAILURE_BY_KIND.get(error.kind, FailureReason.BACKEND)
-                    if error.kind is ErrorKind.UNAVAILABLE and request.compute_start_ns:
-                        reason = FailureReason.BACKEND
-                observers.notify(observers.on_complete, request, reason)
-
-        return observe
+        observers = self._server.observers
+        response.model_version = model.version_str
+        if model.decoupled:
+            elapsed = time.monotonic_ns() - request.queue_start_ns
+            stats.record_response(stream.delivered, response, elapsed)
+        if observers.on_response:
+            observers.notify(observers.on_response, request, response)
+        if not response.final:
+            return
+        if request.compute_start_ns == 0:
+            stats.add_pending(-1)  # answered (cancelled) without being executed
+        model.request_finished()
+        error = response.error
+        stats.record_completion(request, error is not None, time.monotonic_ns())
+        if observers.on_complete:
+            reason = None
+            if error is not None:
+                reason = _FAILURE_BY_KIND.get(error.kind, FailureReason.BACKEND)
+                if error.kind is ErrorKind.UNAVAILABLE and request.compute_start_ns:
+                    reason = FailureReason.BACKEND
+            observers.notify(observers.on_complete, request, reason)
 
     async def infer_async(self, request: InferenceRequest) -> InferenceResponse:
         """Infer and return the single response (its error raised)."""

@@ -47,6 +47,12 @@ class Scheduler(Protocol):
     def batch_done(self, instance: InstanceHandle, batch: list[InferenceRequest]) -> None:
         """The instance has executed ``batch`` and is free again."""
 
+    # Optional: ``poll_batch(instance) -> list[InferenceRequest] | None``, called from the
+    # instance's own thread right after it executed a batch: return a batch only if one is
+    # ready now, without waiting or touching the event loop. It saves the loop round trip per
+    # batch when requests are queued; a scheduler without it is only asked through
+    # ``next_batch``.
+
     def instances_changed(self, instances: list[InstanceHandle]) -> None:
         """The model's instances were added or removed (an instance-count update)."""
 

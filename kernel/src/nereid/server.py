@@ -120,6 +120,7 @@ class Server:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
+        self.api.attach(self.loop)
         self.log_settings.update(
             {
                 "log_file": self.options.log_file,
@@ -155,6 +156,7 @@ class Server:
         if not self.live:
             return
         grace = self.options.exit_timeout_secs if grace is None else grace
+        deadline = asyncio.get_running_loop().time() + grace
         self.ready = False
         self.plugins.hook.server_stopping(server=self)
         for frontend in self.frontends.values():
@@ -164,7 +166,9 @@ class Server:
                 log.exception("stopping frontend %r failed", frontend)
         self.frontends = {}
         if self.repository is not None:
-            await self.repository.stop(timeout=grace)
+            # one --exit-timeout-secs for the whole stop, not one per stage
+            remaining = max(0.0, deadline - asyncio.get_running_loop().time())
+            await self.repository.stop(timeout=remaining)
         self.api.system_shm.unregister()
         self.live = False
 
@@ -176,12 +180,13 @@ class Server:
         await self.stop()
 
     async def serve_forever(self) -> None:
-        """Run until SIGINT or SIGTERM, then stop gracefully."""
-        await self.start()
+        """Run until SIGINT or SIGTERM, then stop gracefully (a signal during start-up stops
+        the server as soon as it has started)."""
         loop = asyncio.get_running_loop()
         stop_requested = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop_requested.set)
+        await self.start()
         await stop_requested.wait()
         log.info(
             "signal received, stopping: waiting up to %ss for in-flight requests",

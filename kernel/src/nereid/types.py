@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .errors import CancelledError, InvalidArgumentError, NereidError
+from .runtime.mailbox import LoopMailbox
 
 try:  # BF16 needs a numpy dtype; ml_dtypes provides one (tritonclient depends on it too).
     from ml_dtypes import bfloat16 as _bfloat16
@@ -277,31 +278,34 @@ class ResponseStream:
         "_closed",
         "_items",
         "_loop",
+        "_mailbox",
         "_on_cancel",
         "_on_response",
         "_transform",
         "_waiter",
+        "delivered",
+        "model",
+        "request",
     )
 
-    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop | None = None, mailbox: LoopMailbox | None = None
+    ) -> None:
         self._loop = loop or asyncio.get_running_loop()
+        self._mailbox = mailbox or LoopMailbox.of(self._loop)
         self._items: collections.deque[InferenceResponse] = collections.deque()
         self._waiter: asyncio.Future | None = None
         self._closed = False
         self._transform: Callable[[InferenceResponse], InferenceResponse] | None = None
         self._on_cancel: Callable[[], None] | None = None
-        self._on_response: Callable[[InferenceResponse], None] | None = None
+        self._on_response: Callable[[ResponseStream, InferenceResponse], None] | None = None
+        self.request: InferenceRequest | None = None
+        self.model: Any = None
+        self.delivered = 0
 
     def push(self, response: InferenceResponse) -> None:
         """Deliver a response; safe from any thread."""
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self._loop:
-            self._deliver(response)
-        else:
-            self._loop.call_soon_threadsafe(self._deliver, response)
+        self._mailbox.call(self._deliver, response)
 
     def _deliver(self, response: InferenceResponse) -> None:
         if self._closed:
@@ -314,7 +318,8 @@ class ResponseStream:
         if response.final:
             self._closed = True
         if self._on_response is not None:
-            self._on_response(response)
+            self._on_response(self, response)
+        self.delivered += 1
         self._items.append(response)
         waiter = self._waiter
         if waiter is not None and not waiter.done():

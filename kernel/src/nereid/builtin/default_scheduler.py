@@ -77,6 +77,11 @@ class DefaultScheduler:
                 return None
             await queue.wait()
 
+    def poll_batch(self, instance: InstanceHandle) -> list[InferenceRequest] | None:
+        """From the instance's thread: the next request if one is queued now."""
+        request = self.queue.pop_live()
+        return [request] if request is not None else None
+
     def batch_done(self, instance: InstanceHandle, batch: list[InferenceRequest]) -> None:
         pass
 

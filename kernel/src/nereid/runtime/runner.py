@@ -18,6 +18,7 @@ from ..backend import InstanceSpec, ModelInstance
 from ..errors import InternalError, NereidError
 from ..observers import ObserverSet
 from ..types import InferenceRequest
+from .mailbox import LoopMailbox
 
 if TYPE_CHECKING:
     from ..scheduler import Scheduler
@@ -65,26 +66,45 @@ class InstanceRunner:
         self.task = asyncio.get_running_loop().create_task(self._run(), name=self.handle.name)
 
     async def _run(self) -> None:
-        handle, scheduler, stats, observers = (
-            self.handle,
-            self.scheduler,
-            self.statistics,
-            self.observers,
-        )
+        loop = asyncio.get_running_loop()
         while True:
-            batch = await scheduler.next_batch(handle)
+            batch = await self.scheduler.next_batch(self.handle)
             if batch is None:
                 break
+            await loop.run_in_executor(self._executor, self._drain, loop, batch)
+
+    def _drain(self, loop: asyncio.AbstractEventLoop, batch: list[InferenceRequest]) -> None:
+        """On the instance thread: execute ``batch``, then, while the scheduler has a batch
+        ready (its optional ``poll_batch``), take it here without a trip through the event loop.
+        The instance still pulls only when free; it just does not wait for the loop to pull."""
+        poll = getattr(self.scheduler, "poll_batch", None)
+        handle, stats, observers = self.handle, self.statistics, self.observers
+        post = LoopMailbox.of(loop).post
+        while True:
             live = [request for request in batch if not request.final_sent]
             if live:
-                stats.pending -= len(live)
+                stats.add_pending(-len(live))
                 if observers.on_execution_start:
-                    observers.notify(observers.on_execution_start, handle.name, live)
-                start_ns, end_ns = await self.run_batch(live)
-                stats.record_batch(live, start_ns, end_ns)
-                if observers.on_execution_end:
-                    observers.notify(observers.on_execution_end, handle.name, live)
-            scheduler.batch_done(handle, batch)
+                    post(observers.notify, observers.on_execution_start, handle.name, live)
+                start_ns, end_ns = self._execute(live)
+                post(self._finished, batch, live, start_ns, end_ns)
+            else:
+                post(self.scheduler.batch_done, handle, batch)
+            if poll is None or handle.retired:
+                return
+            batch = poll(handle)
+            if batch is None:
+                return
+
+    def _finished(
+        self, batch: list[InferenceRequest], live: list[InferenceRequest], start: int, end: int
+    ) -> None:
+        """On the loop: statistics, observers and the scheduler's completion notice."""
+        self.statistics.record_batch(live, start, end)
+        observers = self.observers
+        if observers.on_execution_end:
+            observers.notify(observers.on_execution_end, self.handle.name, live)
+        self.scheduler.batch_done(self.handle, batch)
 
     async def run_batch(self, batch: list[InferenceRequest]) -> tuple[int, int]:
         """Execute a batch on this instance's thread; returns its start and end times."""

@@ -1,11 +1,12 @@
 """Per model version statistics, in Triton's statistics schema.
 
 Everything here is updated on the event loop thread (the runner and the response stream both
-report there), so no locks are needed.
+report there), except the pending count, which instance threads lower as they start a batch.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -21,6 +22,10 @@ class Duration:
 
     def add(self, ns: int) -> None:
         self.count += 1
+        self.ns += max(ns, 0)
+
+    def add_many(self, count: int, ns: int) -> None:
+        self.count += count
         self.ns += max(ns, 0)
 
     def as_dict(self) -> dict[str, int]:
@@ -66,29 +71,39 @@ class ModelStatistics:
         self.execution_count = 0
         self.last_inference_ms = 0
         self.pending = 0
+        self._pending_lock = threading.Lock()
         self.infer = {key: Duration() for key in _INFER_FIELDS}
         self.batches: dict[int, BatchStats] = defaultdict(BatchStats)
         self.responses: dict[int, ResponseStats] = defaultdict(ResponseStats)
         self.memory_usage: list[dict[str, Any]] = []
 
+    def add_pending(self, count: int) -> None:
+        """Requests queued (positive) or started or answered without executing (negative)."""
+        with self._pending_lock:
+            self.pending += count
+
     def record_batch(self, batch: list[InferenceRequest], start_ns: int, end_ns: int) -> None:
         """An executed batch: per-request queue and compute times, and the batch's own."""
         size = sum(r.batch_size for r in batch)
+        count = len(batch)
         self.execution_count += 1
         self.inference_count += size
         self.last_inference_ms = int(time.time() * 1000)
         first = batch[0]
         input_end = first.compute_input_end_ns or start_ns
         output_start = first.compute_output_start_ns or end_ns
+        compute_input = input_end - start_ns
+        compute_infer = output_start - input_end
+        compute_output = end_ns - output_start
         stats = self.batches[size]
-        stats.compute_input.add(input_end - start_ns)
-        stats.compute_infer.add(output_start - input_end)
-        stats.compute_output.add(end_ns - output_start)
-        for request in batch:
-            self.infer["queue"].add(start_ns - request.queue_start_ns)
-            self.infer["compute_input"].add(input_end - start_ns)
-            self.infer["compute_infer"].add(output_start - input_end)
-            self.infer["compute_output"].add(end_ns - output_start)
+        stats.compute_input.add(compute_input)
+        stats.compute_infer.add(compute_infer)
+        stats.compute_output.add(compute_output)
+        infer = self.infer
+        infer["queue"].add_many(count, sum(start_ns - r.queue_start_ns for r in batch))
+        infer["compute_input"].add_many(count, count * compute_input)
+        infer["compute_infer"].add_many(count, count * compute_infer)
+        infer["compute_output"].add_many(count, count * compute_output)
 
     def record_completion(self, request: InferenceRequest, error: bool, now_ns: int) -> None:
         self.infer["fail" if error else "success"].add(now_ns - request.arrival_ns)

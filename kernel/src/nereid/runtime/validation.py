@@ -12,6 +12,8 @@ from ..types import DataType, InferenceRequest, InferenceResponse, Tensor
 
 
 def _shape_matches(shape: tuple[int, ...], dims: tuple[int, ...]) -> bool:
+    if shape == dims:
+        return True
     if len(shape) != len(dims):
         return False
     return all(d == -1 or d == s for s, d in zip(shape, dims, strict=True))
@@ -109,7 +111,7 @@ def response_transform(
     """What to do to each response of this request: keep only the requested outputs, undo an
     output reshape, turn an output into classification labels. ``None`` when nothing."""
     requested = request.requested_outputs
-    reshaped = [s for s in model.outputs.values() if s.reshape is not None]
+    reshaped = model.reshaped_outputs
     classify = {
         o.name: int(o.parameters["classification"])
         for o in requested
