@@ -269,7 +269,7 @@ async def test_observers_see_every_event(server):
     server.observers.add(Recorder())
     await infer(server, "simple", {"INPUT0": np.zeros((1, 4), np.float32)})
     await settle()
-    assert events == ["arrival", "queued", "start", "response", "complete:None", "end"]
+    assert events == ["arrival", "queued", "start", "end", "response", "complete:None"]
     events.clear()
     with pytest.raises(InvalidArgumentError):
         server.api.infer(make_request("simple", {"INPUT0": np.zeros((1, 3), np.float32)}))

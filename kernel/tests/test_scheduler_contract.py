@@ -105,6 +105,10 @@ class Relay:
             await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
+# Stand-ins for the real schedulers: block the installed plugin that registers the same name.
+BLOCK_INSTALLED = ["dynamic-batcher"]
+
+
 class SchedulersPlugin:
     @nereid.hookimpl
     def register_schedulers(self, registry):
@@ -117,7 +121,9 @@ async def test_batching_scheduler_forms_batches_by_clock(start_server, model_rep
     model_repository.identity(
         "batched", dims="[ 2 ]", max_batch_size=4, extra="dynamic_batching { }"
     )
-    server = await start_server(plugins=[SchedulersPlugin()], clock=clock)
+    server = await start_server(
+        plugins=[SchedulersPlugin()], clock=clock, plugin_block=BLOCK_INSTALLED
+    )
     sizes = []
 
     class Spy:
@@ -158,7 +164,7 @@ async def test_scheduler_without_instances_calls_the_service(start_server, model
         parameters { key: "target" value: { string_value: "target" } }
         """,
     )
-    server = await start_server(plugins=[SchedulersPlugin()])
+    server = await start_server(plugins=[SchedulersPlugin()], plugin_block=BLOCK_INSTALLED)
     x = np.array([[1.0, 2.0]], np.float32)
     response = await server.api.infer(make_request("relay", {"INPUT0": x})).single()
     np.testing.assert_array_equal(response.as_numpy("OUTPUT0"), x)
@@ -170,7 +176,7 @@ async def test_scheduler_without_instances_calls_the_service(start_server, model
 async def test_missing_scheduler_names_the_distribution(start_server, model_repository):
     model_repository.identity("needs_dynamic", extra="dynamic_batching { }")
     with pytest.raises(nereid.NereidError, match="install the 'nereid-dynamic-batcher'"):
-        await start_server()
+        await start_server(plugin_block=BLOCK_INSTALLED)
 
 
 class TestDefaultSchedulerContract(SchedulerContract):
@@ -200,5 +206,5 @@ class TestCountingBatcherContract(SchedulerContract):
             "slow_batched",
             {"INPUT0": x},
             {"OUTPUT0": x},
-            server_options={"plugins": [SchedulersPlugin()]},
+            server_options={"plugins": [SchedulersPlugin()], "plugin_block": BLOCK_INSTALLED},
         )

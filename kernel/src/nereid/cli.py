@@ -34,23 +34,40 @@ def _plugin_system(argv: Sequence[str]) -> PluginSystem:
 
 
 def serve(argv: Sequence[str]) -> int:
+    """``nereid serve``: run until SIGINT or SIGTERM; 0 after a graceful stop, 1 when the
+    server fails to start, 2 for a command-line error."""
     plugins = _plugin_system(argv)
     parser = build_parser(plugins)
-    options = finish_options(parser.parse_args(argv))
+    options = parser.parse_args(argv)
+    try:
+        options = finish_options(options)
+    except NereidError as exc:
+        parser.error(exc.message)
     if not options.model_repository:
-        parser.error("--model-repository is required")
+        parser.error("--model-repository must be specified")
     from .server import Server
 
-    server = Server(options=options)
     try:
+        server = Server(options=options)
+        server.log_settings.update(_log_flags(options))
         asyncio.run(server.serve_forever())
     except NereidError as exc:
-        log.error("%s", exc.message)
-        print(f"error: {exc.message}", file=sys.stderr)
+        log.error("failed to start the server: %s", exc.message)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
         return 0
     return 0
+
+
+def _log_flags(options: argparse.Namespace) -> dict[str, object]:
+    return {
+        "log_file": options.log_file,
+        "log_info": options.log_info,
+        "log_warning": options.log_warning,
+        "log_error": options.log_error,
+        "log_verbose_level": options.log_verbose,
+        "log_format": options.log_format,
+    }
 
 
 def plugins_command(argv: Sequence[str]) -> int:

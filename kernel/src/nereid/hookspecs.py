@@ -108,17 +108,20 @@ def server_stopping(server: Server) -> None:
 
 @hookspec
 def model_loading(model_name: str, version: int, config: Any) -> None:
-    """A model version starts loading with this (completed) configuration."""
+    """A model version starts loading its instances, with its configuration after
+    auto-complete and validation."""
 
 
 @hookspec
 def model_ready(model_name: str, version: int, config: Any) -> None:
-    """A model version is loaded, warmed up and serving."""
+    """A model version is loaded, warmed up and serving (requests reach it from now on)."""
 
 
 @hookspec
 def model_load_failed(model_name: str, version: int, error: NereidError) -> None:
-    """A model version failed to load; ``error`` says why. Other models keep serving."""
+    """A model version failed to load; ``error`` says why. Other models keep serving.
+    ``version`` is -1 when the model failed before any version was tried (an invalid
+    configuration, a missing step model)."""
 
 
 @hookspec

@@ -2,7 +2,13 @@
 
 The settings are the ones Triton's logging endpoints expose (``log_file``, ``log_info``,
 ``log_warning``, ``log_error``, ``log_verbose_level``, ``log_format``); every frontend reads
-and updates them here.
+and updates them here. As in tritonserver each severity is switched on or off by itself
+(``--log-info=false`` keeps warnings and errors), and debug records are written only at a
+verbose level above 0.
+
+Records of the ``nereid`` logger and its children (plugins log under ``nereid.<plugin>`` to be
+covered) go to one handler per process, on stderr or ``log_file``; they also propagate to the
+root logger as usual, so an embedding program's own logging set-up sees them.
 """
 
 from __future__ import annotations
@@ -10,15 +16,66 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 from typing import Any
 
 from .errors import InvalidArgumentError
 
 LOGGER = logging.getLogger("nereid")
 FORMATS = {
+    # tritonserver's: I0504 13:01:02.123456 1234 model.py:12] message
     "default": "%(levelname).1s%(asctime)s %(process)d %(name)s] %(message)s",
-    "ISO8601": "%(asctime)s %(levelname)s %(name)s] %(message)s",
+    # tritonserver's ISO8601: 2024-05-04T13:01:02Z I 1234 model.py:12] message
+    "ISO8601": "%(asctime)s %(levelname).1s %(process)d %(name)s] %(message)s",
 }
+
+_lock = threading.Lock()
+_handler: logging.Handler | None = None
+
+
+class _Formatter(logging.Formatter):
+    def __init__(self, log_format: str) -> None:
+        super().__init__(FORMATS[log_format])
+        self.iso = log_format == "ISO8601"
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if self.iso:
+            return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created))
+        stamp = time.strftime("%m%d %H:%M:%S", time.localtime(record.created))
+        return f"{stamp}.{int(record.created % 1 * 1_000_000):06d}"
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (test runners swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+class _SeverityFilter(logging.Filter):
+    """Each severity on or off by itself, as tritonserver's flags have it."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        super().__init__()
+        self.values = values
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        v = self.values
+        if record.levelno >= logging.ERROR:
+            return v["log_error"]
+        if record.levelno >= logging.WARNING:
+            return v["log_warning"]
+        if record.levelno >= logging.INFO:
+            return v["log_info"]
+        return v["log_verbose_level"] > 0
 
 
 class LogSettings:
@@ -31,7 +88,6 @@ class LogSettings:
             "log_verbose_level": 0,
             "log_format": "default",
         }
-        self._handler: logging.Handler | None = None
         self._lock = threading.Lock()
 
     def get(self) -> dict[str, Any]:
@@ -60,32 +116,32 @@ class LogSettings:
                         f"invalid log format '{value}', expect one of {sorted(FORMATS)}"
                     )
                 new[key] = value
+            self._apply(new)
             self.values = new
-            self.apply()
             return dict(new)
 
     def apply(self) -> None:
-        """Point the ``nereid`` logger at the file or stderr, at the level the flags give."""
-        v = self.values
-        if v["log_verbose_level"] > 0 and v["log_info"]:
-            level = logging.DEBUG
-        elif v["log_info"]:
-            level = logging.INFO
-        elif v["log_warning"]:
-            level = logging.WARNING
-        elif v["log_error"]:
-            level = logging.ERROR
-        else:
-            level = logging.CRITICAL + 1
-        handler: logging.Handler = (
-            logging.FileHandler(v["log_file"])
-            if v["log_file"]
-            else logging.StreamHandler(sys.stderr)
-        )
-        handler.setFormatter(logging.Formatter(FORMATS[v["log_format"]]))
-        if self._handler is not None:
-            LOGGER.removeHandler(self._handler)
-            self._handler.close()
-        LOGGER.addHandler(handler)
-        LOGGER.setLevel(level)
-        self._handler = handler
+        """Point the ``nereid`` logger at the file or stderr, with the severities the settings
+        switch on. The handler is the process's one: a second server replaces it."""
+        self._apply(self.values)
+
+    @staticmethod
+    def _apply(v: dict[str, Any]) -> None:
+        global _handler
+        try:
+            handler: logging.Handler = (
+                logging.FileHandler(v["log_file"]) if v["log_file"] else _StderrHandler()
+            )
+        except OSError as exc:
+            raise InvalidArgumentError(
+                f"failed to open log file '{v['log_file']}': {exc}"
+            ) from None
+        handler.setFormatter(_Formatter(v["log_format"]))
+        handler.addFilter(_SeverityFilter(dict(v)))
+        with _lock:
+            if _handler is not None:
+                LOGGER.removeHandler(_handler)
+                _handler.close()
+            LOGGER.addHandler(handler)
+            _handler = handler
+        LOGGER.setLevel(logging.DEBUG if v["log_verbose_level"] > 0 else logging.INFO)

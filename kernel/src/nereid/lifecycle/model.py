@@ -18,6 +18,7 @@ from ..runtime.runner import InstanceHandle, InstanceRunner
 from ..runtime.statistics import ModelStatistics
 from ..scheduler import Scheduler, SchedulerContext
 from ..types import DataType
+from .warmup import warm_up
 
 if TYPE_CHECKING:
     from ..server import Server
@@ -81,8 +82,9 @@ def _output_specs(config: ModelConfig, model_dir: Path | None) -> dict[str, Tens
 
 
 class LoadedModel:
-    """A model version as the request path sees it. Made by :meth:`load`, ended by
-    :meth:`unload`."""
+    """A model version as the request path sees it. Made and started by the repository
+    manager, ended by :meth:`unload`; ``in_flight`` counts the requests it has taken and not
+    yet answered, which is what an unload or a reload waits for."""
 
     def __init__(
         self,
@@ -96,6 +98,7 @@ class LoadedModel:
         self.server = server
         self.name = name
         self.version = version
+        self.version_str = str(version)
         self.config = config
         self.path = path
         self.model = model
@@ -103,6 +106,7 @@ class LoadedModel:
         self.decoupled = config.model_transaction_policy.decoupled
         self.inputs = _input_specs(config)
         self.outputs = _output_specs(config, path.parent if path else None)
+        self.reshaped_outputs = any(s.reshape is not None for s in self.outputs.values())
         self.required_inputs = [s.name for s in self.inputs.values() if not s.optional]
         self.statistics = ModelStatistics(name, version)
         self.scheduler: Scheduler | None = None
@@ -110,6 +114,8 @@ class LoadedModel:
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._force = asyncio.Event()
+        self._unloading: asyncio.Task | None = None
         self.accepting = False
 
     # -- instances -----------------------------------------------------------------------------
@@ -132,71 +138,95 @@ class LoadedModel:
         return specs
 
     async def start(self, scheduler_registry: Any) -> None:
-        """Make the scheduler and the instances (on a worker thread), then start pulling."""
+        """Make the scheduler and the instances (on worker threads), warm every instance up,
+        then start pulling. On failure whatever was made is finalized (not the model itself:
+        its maker finalizes it)."""
         sched_name = scheduler_name(self.config)
         entry = scheduler_registry.find(sched_name)
         if entry is None:
             raise missing_scheduler_error(sched_name, f"model '{self.name}'")
         handles: list[InstanceHandle] = []
-        if self.model is not None:
-            for spec in self.instance_specs():
-                instance = await asyncio.to_thread(self.model.create_instance, spec)
-                handles.append(InstanceHandle(spec, instance))
-        context = SchedulerContext(
-            model_name=self.name,
-            version=self.version,
-            config=self.config,
-            instances=handles,
-            clock=self.server.clock,
-            api=self.server.api,
-            statistics=self.statistics,
-            model=self,
-        )
-        self.scheduler = entry.load()(context)
-        if self.scheduler.uses_instances:
-            for handle in handles:
-                self._start_runner(handle)
+        runners: list[InstanceRunner] = []
+        try:
+            if self.model is not None:
+                for spec in self.instance_specs():
+                    instance = await asyncio.to_thread(self.model.create_instance, spec)
+                    handles.append(InstanceHandle(spec, instance))
+            context = SchedulerContext(
+                model_name=self.name,
+                version=self.version,
+                config=self.config,
+                instances=handles,
+                clock=self.server.clock,
+                api=self.server.api,
+                statistics=self.statistics,
+                model=self,
+            )
+            self.scheduler = entry.load()(context)
+            if self.scheduler.uses_instances:
+                runners = [self._runner(handle) for handle in handles]
+            await warm_up(self, runners)
+        except BaseException:
+            if self.scheduler is not None:
+                await self.scheduler.stop(drain=False)
+            if runners:
+                await asyncio.gather(*(runner.stop() for runner in runners))
+            else:
+                for handle in handles:
+                    await asyncio.to_thread(_finalize_instance, handle)
+            raise
+        for runner in runners:
+            runner.start()
+        self.runners = runners
         if self.model is not None:
             self.statistics.memory_usage = self.model.memory_usage()
         self.accepting = True
 
-    def _start_runner(self, handle: InstanceHandle) -> None:
-        runner = InstanceRunner(
+    def _runner(self, handle: InstanceHandle) -> InstanceRunner:
+        return InstanceRunner(
             handle, self.scheduler, self.statistics, self.server.observers, self.decoupled
         )
-        runner.start()
-        self.runners.append(runner)
 
     async def set_instance_groups(self, groups: Any) -> None:
-        """Apply a new ``instance_group`` without reloading: add or retire instances."""
+        """Apply a new ``instance_group`` without reloading: make (and warm up) the instances
+        that are new, then retire the ones no longer wanted once their batch is done. Requests
+        keep flowing to the instances that stay. On failure nothing changes."""
+        old_groups = list(self.config.instance_group)
         del self.config.instance_group[:]
         self.config.instance_group.extend(groups)
+        if self.model is None or self.scheduler is None or not self.scheduler.uses_instances:
+            return
         wanted = {spec.name: spec for spec in self.instance_specs()}
-        keep, retire = [], []
-        for runner in self.runners:
-            (keep if runner.handle.name in wanted else retire).append(runner)
+        keep = [runner for runner in self.runners if runner.handle.name in wanted]
+        retire = [runner for runner in self.runners if runner.handle.name not in wanted]
+        have = {runner.handle.name for runner in keep}
+        added: list[InstanceRunner] = []
+        try:
+            for name, spec in wanted.items():
+                if name not in have:
+                    instance = await asyncio.to_thread(self.model.create_instance, spec)
+                    added.append(self._runner(InstanceHandle(spec, instance)))
+            await warm_up(self, added)
+        except BaseException:
+            await asyncio.gather(*(runner.stop() for runner in added))
+            del self.config.instance_group[:]
+            self.config.instance_group.extend(old_groups)
+            raise
+        for runner in added:
+            runner.start()
         for runner in retire:
             runner.handle.retired = True
-        have = {runner.handle.name for runner in keep}
-        for name, spec in wanted.items():
-            if name not in have:
-                instance = await asyncio.to_thread(self.model.create_instance, spec)
-                handle = InstanceHandle(spec, instance)
-                self.runners.append(
-                    InstanceRunner(
-                        handle,
-                        self.scheduler,
-                        self.statistics,
-                        self.server.observers,
-                        self.decoupled,
-                    )
-                )
-                self.runners[-1].start()
-                keep.append(self.runners[-1])
-        self.runners = keep
-        self.scheduler.instances_changed([r.handle for r in keep])
-        for runner in retire:
-            await runner.stop()
+        self.runners = keep + added
+        self.scheduler.instances_changed([runner.handle for runner in self.runners])
+        await asyncio.gather(*(runner.stop() for runner in retire))
+        log.info(
+            "model '%s' version %d now has %d instances (added %d, retired %d)",
+            self.name,
+            self.version,
+            len(self.runners),
+            len(added),
+            len(retire),
+        )
 
     # -- requests in flight ------------------------------------------------------------------------
 
@@ -209,19 +239,55 @@ class LoadedModel:
         if self.in_flight == 0:
             self._idle.set()
 
-    async def unload(self, timeout: float | None = None) -> None:
-        """Stop accepting, let in-flight requests finish, stop the runners and finalize."""
+    async def unload(self, timeout: float | None = None) -> bool:
+        """Stop accepting, let in-flight requests finish (up to ``timeout`` seconds, no limit
+        when ``None``), then stop the scheduler and runners and finalize the model.
+
+        Safe to call again while an unload is under way: a later call with a timeout shortens
+        the wait of the first. Returns whether every in-flight request finished.
+        """
         self.accepting = False
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except TimeoutError:
+        loop = asyncio.get_running_loop()
+        if timeout is not None:
+            if timeout <= 0:
+                self._force.set()
+            else:
+                loop.call_later(timeout, self._force.set)
+        if self._unloading is None:
+            self._unloading = loop.create_task(self._finish_unload())
+        return await asyncio.shield(self._unloading)
+
+    async def _finish_unload(self) -> bool:
+        if not self._idle.is_set():
+            waits = [
+                asyncio.ensure_future(self._idle.wait()),
+                asyncio.ensure_future(self._force.wait()),
+            ]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waits:
+                waiter.cancel()
+        drained = self._idle.is_set()
+        if not drained:
             log.warning(
-                "model '%s' version %d unloading with requests in flight", self.name, self.version
+                "model '%s' version %d unloading with %d requests in flight",
+                self.name,
+                self.version,
+                self.in_flight,
             )
         if self.scheduler is not None:
-            await self.scheduler.stop(drain=timeout is None)
-        for runner in self.runners:
-            await runner.stop()
+            await self.scheduler.stop(drain=drained)
+        await asyncio.gather(*(runner.stop() for runner in self.runners))
         self.runners = []
         if self.model is not None:
-            await asyncio.to_thread(self.model.finalize)
+            try:
+                await asyncio.to_thread(self.model.finalize)
+            except Exception:
+                log.exception("finalizing model '%s' version %d failed", self.name, self.version)
+        return drained
+
+
+def _finalize_instance(handle: InstanceHandle) -> None:
+    try:
+        handle.instance.finalize()
+    except Exception:
+        log.exception("finalizing instance %s failed", handle.name)

@@ -1,8 +1,16 @@
 """The repository manager: which model versions are loaded, in which state, and why.
 
-It reads configurations from the stores, chooses versions by the version policy, loads versions
-through their backends (ensembles after the models they use), reloads changed models while the
-old version keeps serving, and polls in ``poll`` mode.
+Every change of what is loaded is an *action* (start-up, a poll, an API load or unload, stop);
+actions run one at a time. A load action reads the configurations first (fetching the model
+folders from their stores), adds the models the ensembles among them use, orders them so that an
+ensemble loads after its steps, and then loads them in parallel (``--model-load-thread-count``
+versions at a time). What it loads replaces what was serving only once it is ready; a version
+that fails to reload leaves the old one serving. Versions that go away are unloaded in the
+background once their in-flight requests have finished.
+
+What decides a reload: the configuration as written (minus ``instance_group``), the files of the
+model folder outside the version folders, and each version folder's files. A change of
+``instance_group`` alone updates the instances of the loaded versions in place.
 """
 
 from __future__ import annotations
@@ -12,48 +20,95 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from ..config import ConfigError, ModelConfig, complete_and_validate, config_from_json
 from ..config.loading import load_config_file
 from ..config.validation import ENSEMBLE_PLATFORM, missing_backend_error
 from ..errors import (
+    InternalError,
     InvalidArgumentError,
     NereidError,
     NotFoundError,
     UnavailableError,
 )
 from .model import LoadedModel, ModelState
-from .store import RepositoryStore
-from .warmup import warm_up
+from .store import RepositoryStore, digest, walk_entries
 
 if TYPE_CHECKING:
     from ..server import Server
 
 log = logging.getLogger(__name__)
 
+ModelKey = tuple[str, str]
+"""(namespace, name): the namespace is the repository location with ``--model-namespacing``,
+else ``""``."""
 
-@dataclass
+UNLOADED = "unloaded"
+CONTROL_DISABLED = "explicit model load / unload is not allowed if polling is enabled"
+
+
+@dataclass(eq=False)
 class VersionSlot:
+    """One version of a model as the index shows it, and the loaded version when READY."""
+
     state: ModelState = ModelState.UNKNOWN
     reason: str = ""
     loaded: LoadedModel | None = None
+    fingerprint: str = ""  # of the version folder it was loaded from
+    source_dir: Path | None = None  # the private folder of a model loaded from API payloads
 
 
-@dataclass
+@dataclass(eq=False)
 class ModelEntry:
-    """A model the manager knows: its versions and what it was last loaded from."""
+    """A model the manager knows: its versions, and what they were loaded from."""
 
     name: str
+    namespace: str = ""
     store: RepositoryStore | None = None
     versions: dict[int, VersionSlot] = field(default_factory=dict)
-    signature: str = ""
-    config_text: str = ""
-    dependencies: tuple[str, ...] = ()
+    # The model as a whole, for a failure before any version was reached (a bad config).
+    state: ModelState = ModelState.UNKNOWN
+    reason: str = ""
+    signature: str | None = None
+    config_key: bytes | None = None
+    instance_groups: bytes = b""
+    shared_fingerprint: str = ""
+    dependencies: tuple[ModelKey, ...] = ()  # the step models of an ensemble
+    temp_dirs: set[Path] = field(default_factory=set)
+    retiring: set[VersionSlot] = field(default_factory=set)
+
+    @property
+    def key(self) -> ModelKey:
+        return (self.namespace, self.name)
+
+    def ready_versions(self) -> list[int]:
+        return sorted(v for v, s in self.versions.items() if s.state is ModelState.READY)
+
+
+@dataclass(eq=False)
+class _Plan:
+    """What a load action found for one model before loading anything."""
+
+    entry: ModelEntry
+    override: str | None = None
+    files: dict[str, bytes] | None = None
+    signature: str | None = None
+    store: RepositoryStore | None = None
+    model_dir: Path | None = None
     temp_dir: Path | None = None
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    config: ModelConfig | None = None
+    source: str = ""
+    config_key: bytes = b""
+    instance_groups: bytes = b""
+    shared_fingerprint: str = ""
+    version_fingerprints: dict[int, str] = field(default_factory=dict)
+    wanted: list[int] = field(default_factory=list)
+    dependencies: list[ModelKey] = field(default_factory=list)
+    error: NereidError | None = None
 
 
 def version_dirs(model_dir: Path) -> list[int]:
@@ -65,58 +120,104 @@ def version_dirs(model_dir: Path) -> list[int]:
 
 
 def chosen_versions(config: ModelConfig, available: list[int]) -> list[int]:
-    """The versions the version policy selects among those present."""
+    """The versions the version policy selects among those present (latest 1 by default)."""
     policy = config.version_policy
     which = policy.WhichOneof("policy_choice")
     if which == "all":
         return list(available)
     if which == "specific":
         return [v for v in available if v in set(policy.specific.versions)]
-    count = policy.latest.num_versions or 1
-    return available[-count:]
+    count = policy.latest.num_versions if which == "latest" else 1
+    return available[-count:] if count > 0 else []
+
+
+def folder_fingerprints(model_dir: Path, config_file: str | None) -> tuple[str, dict[int, str]]:
+    """A fingerprint of the files outside the version folders (the config file in use left
+    out: its content is compared instead), and one per version folder."""
+    shared: list[tuple[str, str]] = []
+    versions: dict[int, list[tuple[str, str]]] = {}
+    for path, stamp in walk_entries(model_dir):
+        head, _, rest = path.partition("/")
+        if head.isdigit() and (rest or stamp == ""):
+            versions.setdefault(int(head), []).append((rest, stamp))
+        elif path != config_file:
+            shared.append((path, stamp))
+    return digest(shared), {v: digest(entries) for v, entries in versions.items()}
+
+
+def _serialized(message: Any) -> bytes:
+    return message.SerializeToString(deterministic=True)
 
 
 class RepositoryManager:
     def __init__(self, server: Server, stores: list[RepositoryStore]) -> None:
         self.server = server
         self.stores = stores
-        self.models: dict[str, ModelEntry] = {}
+        self.models: dict[ModelKey, ModelEntry] = {}
+        self._by_name: dict[str, list[ModelEntry]] = {}
         options = server.options
         self.mode = options.model_control_mode
+        self.namespacing = bool(options.model_namespacing)
         self._load_slots = asyncio.Semaphore(max(1, options.model_load_thread_count))
+        self._lock = asyncio.Lock()
+        self._background: set[asyncio.Task] = set()
+        self._retiring: set[LoadedModel] = set()
         self._poll_task: asyncio.Task | None = None
+        self._stop_event = asyncio.Event()
+        self._stopping = False
 
-    # -- lookups -------------------------------------------------------------------------------
+    # -- lookups (request path: no I/O, no awaits) -------------------------------------------
+
+    def _named(self, name: str) -> list[ModelEntry]:
+        return self._by_name.get(name, [])
+
+    def _add(self, entry: ModelEntry) -> None:
+        self.models[entry.key] = entry
+        self._by_name.setdefault(entry.name, []).append(entry)
+
+    def _remove(self, entry: ModelEntry) -> None:
+        del self.models[entry.key]
+        named = self._by_name[entry.name]
+        named.remove(entry)
+        if not named:
+            del self._by_name[entry.name]
+
+    def _lookup(self, name: str) -> ModelEntry:
+        entries = self._named(name)
+        if not entries:
+            raise NotFoundError(f"Request for unknown model: '{name}' is not found")
+        if len(entries) > 1:
+            raise InvalidArgumentError(
+                f"There are {len(entries)} models named '{name}' in different repositories "
+                f"({', '.join(sorted(e.namespace for e in entries))}); the name is ambiguous"
+            )
+        return entries[0]
 
     def get(self, name: str, version: int = -1) -> LoadedModel:
-        entry = self.models.get(name)
-        if entry is None:
-            raise NotFoundError(f"Request for unknown model: '{name}' is not found")
+        """The READY model version a request for ``name`` goes to: the version asked for, or
+        the highest READY one for ``-1``. An ensemble is unavailable while a step model is."""
+        entry = self._lookup(name)
         if version == -1:
-            ready = [
-                v
-                for v, slot in entry.versions.items()
-                if slot.state is ModelState.READY and slot.loaded is not None
-            ]
+            ready = entry.ready_versions()
             if not ready:
                 raise self.unavailable_error(name, -1)
-            model = entry.versions[max(ready)].loaded
+            slot = entry.versions[ready[-1]]
         else:
             slot = entry.versions.get(version)
-            if slot is None or slot.loaded is None:
-                if slot is None:
-                    raise NotFoundError(
-                        f"Request for unknown model: '{name}' version {version} is not found"
-                    )
+            if slot is None:
+                raise NotFoundError(
+                    f"Request for unknown model: '{name}' version {version} is not found"
+                )
+            if slot.state is not ModelState.READY:
                 raise self.unavailable_error(name, version)
-            model = slot.loaded
         for dependency in entry.dependencies:
-            if not self._has_ready(dependency):
+            other = self.models.get(dependency)
+            if other is None or not other.ready_versions():
                 raise UnavailableError(
                     f"Request for model '{name}' is unavailable: its step model "
-                    f"'{dependency}' is not ready"
+                    f"'{dependency[1]}' is not ready"
                 )
-        return model
+        return slot.loaded
 
     def unavailable_error(self, name: str, version: int) -> UnavailableError:
         if version == -1:
@@ -127,43 +228,58 @@ class RepositoryManager:
             f"Request for unknown model: '{name}' version {version} is not at ready state"
         )
 
-    def _has_ready(self, name: str) -> bool:
-        entry = self.models.get(name)
-        return entry is not None and any(
-            s.state is ModelState.READY for s in entry.versions.values()
-        )
+    def _resolve(self, namespace: str, name: str, known: Iterable[ModelKey] = ()) -> ModelKey:
+        """The model a step of an ensemble in ``namespace`` names: the one in the same
+        namespace, else the only one of that name."""
+        keys = set(self.models) | set(known)
+        if (namespace, name) in keys:
+            return (namespace, name)
+        others = [key for key in keys if key[1] == name]
+        return others[0] if len(others) == 1 else (namespace, name)
 
     def ready_versions(self, name: str) -> list[int]:
-        entry = self.models.get(name)
-        if entry is None:
-            return []
-        return sorted(v for v, s in entry.versions.items() if s.state is ModelState.READY)
+        return sorted(v for entry in self._named(name) for v in entry.ready_versions())
 
     def loaded(self) -> list[LoadedModel]:
+        """Every READY model version, by name then version."""
         return [
             slot.loaded
-            for name in sorted(self.models)
-            for _, slot in sorted(self.models[name].versions.items())
-            if slot.loaded is not None and slot.state is ModelState.READY
+            for key in sorted(self.models, key=lambda k: (k[1], k[0]))
+            for _, slot in sorted(self.models[key].versions.items())
+            if slot.state is ModelState.READY
         ]
 
     def all_ready(self) -> bool:
-        return all(
-            slot.state is ModelState.READY
-            for entry in self.models.values()
-            for slot in entry.versions.values()
-            if slot.state is not ModelState.UNAVAILABLE or slot.reason != "unloaded"
-        )
+        """Strict readiness, as Triton has it: every model the manager has tried to load has
+        all its versions READY, except versions that were unloaded on purpose."""
+        for entry in self.models.values():
+            if not entry.versions:
+                if entry.state is not ModelState.UNKNOWN:
+                    return False
+                continue
+            for slot in entry.versions.values():
+                if slot.state is not ModelState.READY and slot.reason != UNLOADED:
+                    return False
+        return True
 
     def index(self, ready_only: bool = False) -> list[dict[str, Any]]:
-        """Triton's repository index: every model in the stores, with its versions' states."""
+        """Triton's repository index: every model in the repositories or loaded, each version
+        with its state (and the reason when not READY); a model never loaded by name only."""
         rows: list[dict[str, Any]] = []
-        names = set(self.models) | {n for s in self.stores for n in self._safe_list(s)}
-        for name in sorted(names):
-            entry = self.models.get(name)
-            if entry is None or not entry.versions:
+        keys = set(self.models) | set(self._scan_sync())
+        for key in sorted(keys, key=lambda k: (k[1], k[0])):
+            entry = self.models.get(key)
+            name = key[1]
+            if entry is None or (not entry.versions and entry.state is ModelState.UNKNOWN):
                 if not ready_only:
                     rows.append({"name": name})
+                continue
+            if not entry.versions:
+                if not ready_only:
+                    row = {"name": name, "state": entry.state.value}
+                    if entry.reason:
+                        row["reason"] = entry.reason
+                    rows.append(row)
                 continue
             for version, slot in sorted(entry.versions.items()):
                 if ready_only and slot.state is not ModelState.READY:
@@ -174,310 +290,675 @@ class RepositoryManager:
                 rows.append(row)
         return rows
 
-    @staticmethod
-    def _safe_list(store: RepositoryStore) -> list[str]:
-        try:
-            return store.list_models()
-        except OSError:
-            return []
+    # -- repositories ------------------------------------------------------------------------
 
-    # -- start, stop, poll ------------------------------------------------------------------
+    def _scan_sync(self) -> dict[ModelKey, list[RepositoryStore]]:
+        """Every model folder of every repository, by key (several stores: a name clash)."""
+        found: dict[ModelKey, list[RepositoryStore]] = {}
+        for store in self.stores:
+            try:
+                names = store.list_models()
+            except OSError as exc:
+                log.error("failed to list repository %s: %s", store.location, exc)
+                continue
+            namespace = store.location if self.namespacing else ""
+            for name in names:
+                stores = found.setdefault((namespace, name), [])
+                if store not in stores:
+                    stores.append(store)
+        return found
+
+    async def _scan(self) -> dict[ModelKey, list[RepositoryStore]]:
+        return await asyncio.to_thread(self._scan_sync)
+
+    # -- start, poll, stop -------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Load the start-up models: all of them, or in ``explicit`` mode those named by
+        ``--load-model`` (``*`` for all). Failures go to ``server.startup_errors``."""
         options = self.server.options
-        if self.mode == "explicit":
-            names = options.load_model
-            if "*" in names:
-                names = self._all_names()
-        else:
-            names = self._all_names()
-        await self.load_many(names)
-        if self.mode == "poll":
-            self._poll_task = asyncio.get_running_loop().create_task(self._poll_loop())
+        async with self._lock:
+            scan = await self._scan()
+            errors: list[NereidError] = []
+            if self.mode == "explicit":
+                names = list(dict.fromkeys(options.load_model))
+                keys = sorted(scan) if "*" in names else []
+                for name in names:
+                    if name == "*":
+                        continue
+                    named = [key for key in scan if key[1] == name]
+                    if not named:
+                        errors.append(self._not_in_repository(name))
+                    keys.extend(named)
+            else:
+                if options.load_model:
+                    log.warning("--load-model is ignored in '%s' model control mode", self.mode)
+                keys = sorted(scan)
+            results = await self._load_keys(keys, scan)
+        errors.extend(error for error in results.values() if error is not None)
+        for error in errors:
+            log.error("%s", error.message)
+        self.server.startup_errors.extend(errors)
+        self._log_table()
+        if self.mode == "poll" and options.repository_poll_secs > 0:
+            self._poll_task = asyncio.get_running_loop().create_task(
+                self._poll_loop(options.repository_poll_secs), name="nereid-repository-poll"
+            )
 
-    def _all_names(self) -> list[str]:
-        return sorted({n for store in self.stores for n in store.list_models()})
+    def _log_table(self) -> None:
+        rows = [r for r in self.index() if "state" in r]
+        if not rows:
+            log.info("no models loaded")
+            return
+        for row in rows:
+            log.info(
+                "model '%s' version %s: %s%s",
+                row["name"],
+                row.get("version", "-"),
+                row["state"],
+                f" ({row['reason']})" if row.get("reason") else "",
+            )
 
-    async def load_many(self, names: list[str]) -> None:
-        """Load several models in parallel, each after the models it depends on."""
-        results = await asyncio.gather(
-            *(self._load_guarded(name) for name in names), return_exceptions=True
-        )
-        for name, result in zip(names, results, strict=True):
-            if isinstance(result, BaseException):
-                log.error("failed to load model '%s': %s", name, result)
-
-    async def _load_guarded(self, name: str) -> None:
-        await self.load(name)
-
-    async def _poll_loop(self) -> None:
-        interval = self.server.options.repository_poll_secs
+    async def _poll_loop(self, interval: float) -> None:
         while True:
-            await asyncio.sleep(interval)
+            try:
+                await asyncio.wait_for(self._stop_event.wait(), interval)
+                return
+            except TimeoutError:
+                pass
             try:
                 await self.poll_once()
             except Exception:
                 log.exception("repository poll failed")
 
     async def poll_once(self) -> None:
-        """Load new models, reload changed ones, unload removed ones."""
-        present = set(self._all_names())
-        for name in sorted(set(self.models) - present):
-            if self.models[name].store is not None:
-                await self.unload(name)
-                self.models.pop(name, None)
-        changed = [
-            name
-            for name in sorted(present)
-            if name not in self.models
-            or self._store_of(name).signature(name) != self.models[name].signature
-        ]
-        await self.load_many(changed)
-
-    async def stop(self, timeout: float | None = None) -> None:
-        if self._poll_task is not None:
-            self._poll_task.cancel()
-        await asyncio.gather(
-            *(self.unload(name, timeout=timeout) for name in list(self.models)),
-            return_exceptions=True,
-        )
-        for entry in self.models.values():
-            if entry.temp_dir is not None:
-                shutil.rmtree(entry.temp_dir, ignore_errors=True)
-
-    # -- load ----------------------------------------------------------------------------------
-
-    def _store_of(self, name: str) -> RepositoryStore:
-        found = [s for s in self.stores if name in self._safe_list(s)]
-        if not found:
-            raise NotFoundError(f"failed to load '{name}', failed to poll from model repository")
-        if len(found) > 1 and not self.server.options.model_namespacing:
-            raise InvalidArgumentError(
-                f"failed to load '{name}': model appears in multiple repositories: "
-                + ", ".join(s.location for s in found)
+        """Load added models, reload changed ones (versions added or removed, config or files
+        changed) and unload removed ones."""
+        async with self._lock:
+            if self._stopping:
+                return
+            scan = await self._scan()
+            for key, entry in list(self.models.items()):
+                if key not in scan:
+                    log.info("model '%s' was removed from the repository: unloading", key[1])
+                    for version in list(entry.versions):
+                        self._spawn(self._drain(entry, version, None))
+                    self._remove(entry)
+            signatures = dict(
+                zip(
+                    scan,
+                    await asyncio.gather(
+                        *(self._signature(key[1], stores) for key, stores in scan.items())
+                    ),
+                    strict=True,
+                )
             )
-        return found[0]
-
-    async def load_api(self, name: str, config: str | None, files: dict[str, bytes] | None) -> None:
-        """Load through the InferenceService: explicit mode only, as in Triton."""
-        if self.mode != "explicit":
-            raise UnavailableError(
-                "explicit model load / unload is not allowed if polling is enabled"
-                if self.mode == "poll"
-                else "explicit model load / unload is not allowed in 'none' model control mode"
-            )
-        if files and config is None:
-            raise InvalidArgumentError(
-                f"failed to load '{name}': 'config' must be provided with 'file:' contents"
-            )
-        await self.load(name, config, files, raise_errors=True)
-
-    async def unload_api(self, name: str, unload_dependents: bool) -> None:
-        if self.mode != "explicit":
-            raise UnavailableError(
-                "explicit model load / unload is not allowed if polling is enabled"
-                if self.mode == "poll"
-                else "explicit model load / unload is not allowed in 'none' model control mode"
-            )
-        if name not in self.models and name not in self._all_names():
-            raise NotFoundError(f"failed to unload '{name}', no version is available")
-        await self.unload(name)
-        if unload_dependents:
-            for other in list(self.models.values()):
-                if name in other.dependencies:
-                    await self.unload(other.name)
-
-    async def load(
-        self,
-        name: str,
-        config_override: str | None = None,
-        files: dict[str, bytes] | None = None,
-        *,
-        raise_errors: bool = False,
-    ) -> None:
-        """Load (or reload) every version of ``name`` its policy selects."""
-        entry = self.models.setdefault(name, ModelEntry(name))
-        async with entry.lock:
-            try:
-                await self._load_locked(entry, config_override, files)
-            except NereidError as exc:
-                if raise_errors:
-                    raise
-                log.error("failed to load '%s': %s", name, exc.message)
-                if self.server.options.exit_on_error and not self.server.ready:
-                    self.server.startup_errors.append(exc)
-
-    async def _load_locked(
-        self, entry: ModelEntry, config_override: str | None, files: dict[str, bytes] | None
-    ) -> None:
-        name = entry.name
-        if files is not None:
-            model_dir = self._materialize(entry, files)
-            store = None
-        else:
-            store = self._store_of(name)
-            model_dir = await asyncio.to_thread(store.local_path, name)
-        signature = store.signature(name) if store else ""
-        config, source = self._read_config(model_dir, name, config_override)
-        dependencies = (
-            tuple(step.model_name for step in config.ensemble_scheduling.step)
-            if config.platform == ENSEMBLE_PLATFORM
-            else ()
-        )
-        for dependency in dependencies:
-            if not self._has_ready(dependency) and dependency != name:
-                await self.load(dependency)
-        available = version_dirs(model_dir)
-        if config.platform == ENSEMBLE_PLATFORM and not available:
-            available = [1]
-        wanted = (
-            chosen_versions(config, available)
-            if config.HasField("version_policy")
-            else available[-1:]
-        )
-        if not wanted:
-            reason = (
-                f"at least one version must be available under the version policy of model '{name}'"
-            )
-            entry.versions = entry.versions or {0: VersionSlot(ModelState.UNAVAILABLE, reason)}
-            raise UnavailableError(reason)
-        entry.dependencies = dependencies
-        old_slots = dict(entry.versions)
-        if self._instances_only_change(entry, config, config_override, wanted):
-            await self._update_instances(entry, config)
-            entry.signature, entry.config_text = signature, config.SerializeToString().hex()
-            return
-        new: dict[int, VersionSlot] = {}
-        failures: list[NereidError] = []
-        for version in wanted:
-            new[version] = await self._load_version(name, version, model_dir, config, source)
-            if new[version].state is not ModelState.READY:
-                failures.append(UnavailableError(new[version].reason))
-        merged = dict(old_slots)
-        for version, slot in new.items():
-            old = old_slots.get(version)
-            if slot.state is ModelState.READY or old is None or old.loaded is None:
-                merged[version] = slot  # a failed reload keeps the old version serving
-        dropped = [v for v, s in old_slots.items() if v not in wanted and s.loaded is not None]
-        replaced = [
-            old_slots[v]
-            for v, s in new.items()
-            if s.state is ModelState.READY and v in old_slots and old_slots[v].loaded is not None
-        ]
-        for version in dropped:
-            merged[version] = VersionSlot(ModelState.UNAVAILABLE, "unloaded")
-        merged = {v: s for v, s in merged.items() if v != 0 or s.loaded is not None}
-        entry.versions = merged
-        entry.signature = signature
-        entry.config_text = config.SerializeToString().hex()
-        entry.store = store
-        for slot in replaced:
-            await self._unload_slot(name, slot)
-        for version in dropped:
-            await self._unload_slot(name, old_slots[version])
-        if failures and not any(s.state is ModelState.READY for s in new.values()):
-            raise failures[0]
-
-    def _instances_only_change(
-        self, entry: ModelEntry, config: ModelConfig, override: str | None, wanted: list[int]
-    ) -> bool:
-        loaded = [s.loaded for s in entry.versions.values() if s.loaded is not None]
-        if not loaded or sorted(v for v, s in entry.versions.items() if s.loaded) != wanted:
-            return False
-        current = ModelConfig()
-        current.CopyFrom(loaded[0].config)
-        candidate = ModelConfig()
-        candidate.CopyFrom(config)
-        complete_and_validate(candidate, entry.name, "config")
-        if list(candidate.instance_group) == list(current.instance_group):
-            return False
-        del current.instance_group[:]
-        del candidate.instance_group[:]
-        # What auto-complete added is in current only: compare what the user wrote.
-        return self._user_fields_equal(current, candidate)
+            changed = [
+                key
+                for key in sorted(scan)
+                if key not in self.models or signatures[key] != self.models[key].signature
+            ]
+            if changed:
+                results = await self._load_keys(changed, scan, signatures)
+                for error in results.values():
+                    if error is not None:
+                        log.error("%s", error.message)
 
     @staticmethod
-    def _user_fields_equal(current: ModelConfig, candidate: ModelConfig) -> bool:
-        return all(getattr(current, fd.name) == value for fd, value in candidate.ListFields())
+    async def _signature(name: str, stores: list[RepositoryStore]) -> str | None:
+        if len(stores) != 1:
+            return None
+        try:
+            return await asyncio.to_thread(stores[0].signature, name)
+        except OSError:
+            return None
 
-    async def _update_instances(self, entry: ModelEntry, config: ModelConfig) -> None:
-        complete_and_validate(config, entry.name, "config")
-        for slot in entry.versions.values():
-            if slot.loaded is not None:
-                await slot.loaded.set_instance_groups(config.instance_group)
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop polling, then unload every model, ensembles before the models they use: each
+        version stops accepting and gets until ``timeout`` (seconds, from now, shared by all;
+        ``None``: no limit) to finish the requests in flight."""
+        self._stopping = True
+        self._stop_event.set()
+        if self._poll_task is not None:
+            await asyncio.gather(self._poll_task, return_exceptions=True)
+            self._poll_task = None
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
 
-    def _materialize(self, entry: ModelEntry, files: dict[str, bytes]) -> Path:
-        """Write ``file:<version>/<name>`` contents into a private model folder."""
-        if entry.temp_dir is not None:
-            shutil.rmtree(entry.temp_dir, ignore_errors=True)
-        root = Path(tempfile.mkdtemp(prefix="nereid-model-"))
-        model_dir = (root / entry.name).resolve()
-        model_dir.mkdir()
-        for relative, content in files.items():
-            target = (model_dir / relative).resolve()
-            if not target.is_relative_to(model_dir) or target == model_dir:
-                shutil.rmtree(root, ignore_errors=True)
-                raise InvalidArgumentError(
-                    f"failed to load '{entry.name}': file path 'file:{relative}' escapes the "
-                    "model directory"
+        def remaining() -> float | None:
+            return None if deadline is None else max(0.0, deadline - loop.time())
+
+        if timeout is not None:
+            for loaded in list(self._retiring):  # shorten the drains under way
+                self._spawn(loaded.unload(remaining()))
+        drained = True
+        async with self._lock:
+            for wave in self._unload_waves(list(self.models.values())):
+                results = await asyncio.gather(
+                    *(
+                        self._drain(entry, version, remaining())
+                        for entry in wave
+                        for version in list(entry.versions)
+                    )
                 )
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(content)
-        entry.temp_dir = root
-        return model_dir
+                drained = drained and all(results)
+        while self._background:
+            results = await asyncio.gather(*list(self._background), return_exceptions=True)
+            drained = drained and all(r is True for r in results)
+        for entry in self.models.values():
+            self._clean_temp_dirs(entry)
+        if drained:
+            log.info("drained in-flight requests and unloaded every model")
+        else:
+            log.warning(
+                "unloaded every model; some requests were still in flight after %ss", timeout
+            )
+
+    def _unload_waves(self, entries: list[ModelEntry]) -> list[list[ModelEntry]]:
+        """``entries`` in groups: each group holds the models no later group's model uses."""
+        left = list(entries)
+        waves = []
+        while left:
+            keys = {e.key for e in left}
+            used = {d for e in left for d in e.dependencies} & keys
+            wave = [e for e in left if e.key not in used] or left
+            waves.append(wave)
+            left = [e for e in left if e not in wave]
+        return waves
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- the load and unload API --------------------------------------------------------------
+
+    def _check_control(self) -> None:
+        if self.mode != "explicit":
+            raise UnavailableError(CONTROL_DISABLED)
+        if self._stopping:
+            raise UnavailableError("the server is stopping")
+
+    @staticmethod
+    def _not_in_repository(name: str) -> NereidError:
+        return InternalError(f"failed to load '{name}', failed to poll from model repository")
+
+    async def load_api(
+        self, name: str, config: str | None = None, files: dict[str, bytes] | None = None
+    ) -> None:
+        """Load or reload ``name`` (``explicit`` mode only, as in Triton), with an optional
+        ``config`` (JSON) replacing its configuration and optional ``files`` (relative path,
+        with or without the ``file:`` prefix, to contents) replacing its folder."""
+        self._check_control()
+        if files:
+            files = {path.removeprefix("file:"): data for path, data in files.items()}
+            if config is None:
+                raise InvalidArgumentError(
+                    f"failed to load '{name}': a 'config' must be given with 'file:' contents"
+                )
+        async with self._lock:
+            scan = await self._scan()
+            if files:
+                keys = [e.key for e in self._named(name)] or [("", name)]
+            else:
+                keys = [key for key in scan if key[1] == name]
+                if not keys:
+                    raise self._not_in_repository(name)
+            results = await self._load_keys(
+                keys, scan, overrides={key: (config, files or None) for key in keys}
+            )
+        errors = [results[key] for key in keys if results.get(key) is not None]
+        if errors:
+            raise errors[0]
+
+    async def unload_api(self, name: str, unload_dependents: bool = False) -> None:
+        """Unload ``name`` (``explicit`` mode only), after its in-flight requests finish; with
+        ``unload_dependents`` the ensembles that use it first. Unloading a model that is not
+        loaded succeeds, as in Triton."""
+        self._check_control()
+        await self.unload(name, dependents=unload_dependents)
+
+    async def unload(
+        self, name: str, timeout: float | None = None, *, dependents: bool = False
+    ) -> None:
+        """Unload every version of ``name`` once its in-flight requests finish (or after
+        ``timeout`` seconds); with ``dependents``, the models that use it first."""
+        async with self._lock:
+            targets = self._named(name)
+            if dependents:
+                targets = self._with_dependents(targets)
+            for wave in self._unload_waves(targets):
+                await asyncio.gather(
+                    *(
+                        self._drain(entry, version, timeout)
+                        for entry in wave
+                        for version in list(entry.versions)
+                    )
+                )
+
+    def _with_dependents(self, entries: list[ModelEntry]) -> list[ModelEntry]:
+        found = {e.key: e for e in entries}
+        grew = True
+        while grew:
+            grew = False
+            for other in self.models.values():
+                if other.key in found:
+                    continue
+                if set(other.dependencies) & set(found):
+                    found[other.key] = other
+                    grew = True
+        return list(found.values())
+
+    def _drain(
+        self, entry: ModelEntry, version: int, timeout: float | None
+    ) -> Coroutine[Any, Any, bool]:
+        """Unload one version of ``entry``. At once it stops being served (UNLOADING); the
+        coroutine returned waits until its in-flight requests finish (or ``timeout``), then
+        it is finalized (UNAVAILABLE, unloaded). The coroutine's result: whether every
+        in-flight request finished."""
+        slot = entry.versions.get(version)
+        if slot is None or slot.loaded is None:
+            if slot is not None and slot.state is not ModelState.UNLOADING:
+                entry.versions[version] = VersionSlot(ModelState.UNAVAILABLE, UNLOADED)
+            return _true()
+        placeholder = VersionSlot(ModelState.UNLOADING)
+        entry.versions[version] = placeholder
+        retiring = self._retire(entry, slot, timeout)
+
+        async def finish() -> bool:
+            drained = await retiring
+            if entry.versions.get(version) is placeholder:
+                entry.versions[version] = VersionSlot(ModelState.UNAVAILABLE, UNLOADED)
+            return drained
+
+        return finish()
+
+    def _retire(
+        self, entry: ModelEntry, slot: VersionSlot, timeout: float | None
+    ) -> Coroutine[Any, Any, bool]:
+        """A version no longer served (replaced, dropped or unloaded) stops accepting at once;
+        the coroutine returned finishes and finalizes it."""
+        loaded = slot.loaded
+        loaded.accepting = False
+        entry.retiring.add(slot)
+        self._retiring.add(loaded)
+
+        async def finish() -> bool:
+            try:
+                drained = await loaded.unload(timeout)
+            finally:
+                entry.retiring.discard(slot)
+                self._retiring.discard(loaded)
+                self._clean_temp_dirs(entry)
+            self.server.plugins.hook.model_unloaded(model_name=entry.name, version=loaded.version)
+            log.info("successfully unloaded '%s' version %d", entry.name, loaded.version)
+            return drained
+
+        return finish()
+
+    def _clean_temp_dirs(self, entry: ModelEntry) -> None:
+        """Remove the private folders of API-loaded models that nothing loaded uses any more."""
+        used = {s.source_dir for s in entry.versions.values() if s.loaded is not None}
+        used |= {s.source_dir for s in entry.retiring}
+        for path in list(entry.temp_dirs - used):
+            shutil.rmtree(path, ignore_errors=True)
+            entry.temp_dirs.discard(path)
+
+    # -- load actions ---------------------------------------------------------------------
+
+    async def _load_keys(
+        self,
+        keys: list[ModelKey],
+        scan: dict[ModelKey, list[RepositoryStore]],
+        signatures: dict[ModelKey, str | None] | None = None,
+        overrides: dict[ModelKey, tuple[str | None, dict[str, bytes] | None]] | None = None,
+    ) -> dict[ModelKey, NereidError | None]:
+        """Load (or reload) ``keys`` and the models their ensembles use that are not loaded:
+        read every configuration first, then load in dependency order, in parallel. Returns
+        each model's error (``None`` when it loaded). Runs under the action lock."""
+        plans: dict[ModelKey, _Plan] = {}
+        todo = list(dict.fromkeys(keys))
+        while todo:
+            new = [key for key in todo if key not in plans]
+            prepared = await asyncio.gather(
+                *(
+                    self._prepare(
+                        key,
+                        scan,
+                        (signatures or {}).get(key),
+                        *(overrides or {}).get(key, (None, None)),
+                    )
+                    for key in new
+                )
+            )
+            todo = []
+            for key, plan in zip(new, prepared, strict=True):
+                plans[key] = plan
+                for dependency in plan.dependencies:
+                    other = self.models.get(dependency)
+                    loaded = other is not None and other.ready_versions()
+                    if dependency not in plans and not loaded and dependency in scan:
+                        todo.append(dependency)
+        self._break_cycles(plans)
+        tasks: dict[ModelKey, asyncio.Task] = {}
+        loop = asyncio.get_running_loop()
+        for key, plan in plans.items():
+            tasks[key] = loop.create_task(self._apply(plan, tasks))
+        results = await asyncio.gather(*tasks.values())
+        return dict(zip(tasks, results, strict=True))
+
+    @staticmethod
+    def _break_cycles(plans: dict[ModelKey, _Plan]) -> None:
+        """Fail the models on a dependency cycle (they would wait for each other forever)."""
+        state: dict[ModelKey, int] = {}  # 1: on the current path, 2: done
+
+        def visit(key: ModelKey, path: list[ModelKey]) -> None:
+            state[key] = 1
+            for dependency in plans[key].dependencies:
+                if dependency not in plans:
+                    continue
+                if state.get(dependency) == 1:
+                    cycle = [*path[path.index(dependency) :], dependency]
+                    names = " -> ".join(k[1] for k in cycle)
+                    for member in cycle:
+                        plans[member].error = plans[member].error or InvalidArgumentError(
+                            f"failed to load '{member[1]}': circular dependency {names}"
+                        )
+                elif dependency not in state:
+                    visit(dependency, [*path, dependency])
+            state[key] = 2
+
+        for key in plans:
+            if key not in state:
+                visit(key, [key])
+
+    async def _prepare(
+        self,
+        key: ModelKey,
+        scan: dict[ModelKey, list[RepositoryStore]],
+        signature: str | None,
+        override: str | None,
+        files: dict[str, bytes] | None,
+    ) -> _Plan:
+        namespace, name = key
+        entry = self.models.get(key)
+        if entry is None:
+            entry = ModelEntry(name, namespace)
+            self._add(entry)
+        plan = _Plan(entry, override, files)
+        if not entry.versions:
+            entry.state, entry.reason = ModelState.LOADING, ""
+        try:
+            await self._read(plan, scan, signature)
+        except NereidError as exc:
+            plan.error = exc
+        except Exception as exc:  # a store's or the filesystem's own exception
+            log.exception("reading model '%s' failed", name)
+            plan.error = InternalError(f"failed to load '{name}': {exc}")
+        return plan
+
+    async def _read(
+        self, plan: _Plan, scan: dict[ModelKey, list[RepositoryStore]], signature: str | None
+    ) -> None:
+        entry = plan.entry
+        name = entry.name
+        stores = scan.get(entry.key, [])
+        config_file: str | None = None
+        if plan.files is not None:
+            plan.temp_dir, plan.model_dir = await asyncio.to_thread(
+                self._materialize, name, plan.files
+            )
+            entry.temp_dirs.add(plan.temp_dir)
+        else:
+            if not stores:
+                raise self._not_in_repository(name)
+            if len(stores) > 1:
+                raise InvalidArgumentError(
+                    f"failed to load '{name}': the model appears in several repositories ("
+                    + ", ".join(s.location for s in stores)
+                    + "); rename one or enable --model-namespacing"
+                )
+            plan.store = store = stores[0]
+            plan.signature = signature or await asyncio.to_thread(store.signature, name)
+            plan.model_dir = await asyncio.to_thread(store.local_path, name)
+        plan.config, plan.source, config_file = await asyncio.to_thread(
+            self._read_config, plan.model_dir, name, plan.override
+        )
+        plan.shared_fingerprint, plan.version_fingerprints = await asyncio.to_thread(
+            folder_fingerprints, plan.model_dir, config_file
+        )
+        key_config = ModelConfig()
+        key_config.CopyFrom(plan.config)
+        del key_config.instance_group[:]
+        plan.config_key = _serialized(key_config)
+        groups = ModelConfig()
+        groups.instance_group.extend(plan.config.instance_group)
+        plan.instance_groups = _serialized(groups)
+        if plan.config.platform == ENSEMBLE_PLATFORM:
+            plan.dependencies = [
+                self._resolve(entry.namespace, step.model_name, scan)
+                for step in plan.config.ensemble_scheduling.step
+            ]
+        available = sorted(plan.version_fingerprints)
+        if plan.config.platform == ENSEMBLE_PLATFORM and not available:
+            available = [1]  # an ensemble's version folder holds nothing: allow it missing
+        plan.wanted = chosen_versions(plan.config, available)
+        if not plan.wanted:
+            raise InvalidArgumentError(
+                f"failed to load '{name}': at least one version must be available under the "
+                "version policy of the model"
+            )
+
+    @staticmethod
+    def _materialize(name: str, files: dict[str, bytes]) -> tuple[Path, Path]:
+        """Write ``file:<version>/<name>`` contents into a private model folder."""
+        root = Path(tempfile.mkdtemp(prefix="nereid-model-"))
+        model_dir = (root / name).resolve()
+        model_dir.mkdir()
+        try:
+            for relative, content in files.items():
+                pure = PurePosixPath(relative)
+                target = (model_dir / relative).resolve()
+                if (
+                    not relative
+                    or pure.is_absolute()
+                    or ".." in pure.parts
+                    or not target.is_relative_to(model_dir)
+                    or target == model_dir
+                ):
+                    raise InvalidArgumentError(
+                        f"failed to load '{name}': file path 'file:{relative}' is not inside "
+                        "the model folder"
+                    )
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(content)
+        except BaseException:
+            shutil.rmtree(root, ignore_errors=True)
+            raise
+        return root, model_dir
 
     def _read_config(
         self, model_dir: Path, name: str, override: str | None
-    ) -> tuple[ModelConfig, str]:
+    ) -> tuple[ModelConfig, str, str | None]:
+        """The configuration as written: the override, ``configs/<--model-config-name>.pbtxt``,
+        ``config.pbtxt``, or an empty one for auto-complete. Also its source (for messages)
+        and the config file used, relative to the model folder."""
         if override is not None:
             try:
                 data = json.loads(override) if override.strip() else {}
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"failed to load '{name}': invalid config JSON: {exc}") from None
-            return config_from_json(data, f"'{name}' config override"), "config override"
+            return config_from_json(data, f"'{name}' config override"), "config override", None
         config_name = self.server.options.model_config_name
-        candidates = []
-        if config_name:
-            candidates.append(model_dir / "configs" / f"{config_name}.pbtxt")
-        candidates.append(model_dir / "config.pbtxt")
-        for path in candidates:
+        candidates = [f"configs/{config_name}.pbtxt"] if config_name else []
+        candidates.append("config.pbtxt")
+        for relative in candidates:
+            path = model_dir / relative
             if path.is_file():
-                return load_config_file(path), str(path)
-        if not model_dir.is_dir():
-            raise NotFoundError(f"failed to load '{name}': model directory not found")
-        return ModelConfig(), str(model_dir)
+                return load_config_file(path), str(path), relative
+        if self.server.options.disable_auto_complete_config:
+            raise ConfigError(
+                f"{model_dir / 'config.pbtxt'}: model configuration file not found "
+                "(auto-complete is disabled)"
+            )
+        return ModelConfig(), str(model_dir), None
 
-    async def _load_version(
-        self, name: str, version: int, model_dir: Path, base: ModelConfig, source: str
-    ) -> VersionSlot:
-        config = ModelConfig()
-        config.CopyFrom(base)
-        hooks = self.server.plugins.hook
+    async def _apply(self, plan: _Plan, tasks: dict[ModelKey, asyncio.Task]) -> NereidError | None:
+        """Load one model of a load action once the models it uses are loaded."""
+        entry = plan.entry
+        if plan.error is None:
+            waits = [tasks[d] for d in plan.dependencies if d in tasks and d != entry.key]
+            if waits:
+                await asyncio.gather(*waits)
+            for dependency in plan.dependencies:
+                other = self.models.get(dependency)
+                if other is None or not other.ready_versions():
+                    plan.error = UnavailableError(
+                        f"failed to load '{entry.name}': its step model '{dependency[1]}' "
+                        "is not available"
+                    )
+                    break
+        if plan.signature is not None:
+            entry.signature = plan.signature
+        if plan.error is not None:
+            self._clean_temp_dirs(entry)
+            if plan.files is not None and not entry.versions and entry.store is None:
+                self._remove(entry)  # a model made of API payloads that never loaded
+            elif not entry.versions:
+                entry.state, entry.reason = ModelState.UNAVAILABLE, plan.error.message
+            else:
+                entry.state = ModelState.UNKNOWN
+            self.server.plugins.hook.model_load_failed(
+                model_name=entry.name, version=-1, error=plan.error
+            )
+            return plan.error
+        try:
+            return await self._load_versions(plan)
+        finally:
+            self._clean_temp_dirs(entry)
+
+    async def _load_versions(self, plan: _Plan) -> NereidError | None:
+        entry = plan.entry
+        name = entry.name
+        forced = plan.override is not None or plan.files is not None
+        full = (
+            forced
+            or plan.config_key != entry.config_key
+            or plan.shared_fingerprint != entry.shared_fingerprint
+        )
+        keep: list[VersionSlot] = []
+        load: list[int] = []
+        for version in plan.wanted:
+            slot = entry.versions.get(version)
+            serving = slot is not None and slot.state is ModelState.READY
+            if (
+                serving
+                and not full
+                and slot.source_dir == plan.temp_dir
+                and slot.fingerprint == plan.version_fingerprints.get(version)
+            ):
+                keep.append(slot)
+                continue
+            load.append(version)
+            if not serving:
+                entry.versions[version] = VersionSlot(ModelState.LOADING)
+        entry.state, entry.reason = ModelState.UNKNOWN, ""
+        errors: list[str] = []
+        if keep and plan.instance_groups != entry.instance_groups:
+            try:
+                for slot in keep:
+                    await self._update_instances(slot.loaded, plan)
+            except Exception as exc:
+                error = NereidError.of(exc)
+                log.error("updating the instances of '%s' failed: %s", name, error.message)
+                errors.append(f"instance update failed: {error.message}")
+        new_slots = await asyncio.gather(*(self._load_version(plan, v) for v in load))
+        ready: list[tuple[int, VersionSlot]] = []
+        for version, new in zip(load, new_slots, strict=True):
+            old = entry.versions.get(version)
+            if new.state is ModelState.READY:
+                entry.versions[version] = new
+                ready.append((version, new))
+                if old is not None and old.loaded is not None:
+                    self._spawn(self._retire(entry, old, None))
+            else:
+                errors.append(f"version {version} is at UNAVAILABLE state: {new.reason}")
+                if old is not None and old.state is ModelState.READY:
+                    log.warning(
+                        "reloading '%s' version %d failed; the loaded version keeps serving",
+                        name,
+                        version,
+                    )
+                else:
+                    entry.versions[version] = new
+        for version, slot in list(entry.versions.items()):
+            if version not in plan.wanted and slot.reason != UNLOADED:
+                self._spawn(self._drain(entry, version, None))
+        if ready or keep:
+            entry.store = plan.store
+            entry.config_key = plan.config_key
+            entry.shared_fingerprint = plan.shared_fingerprint
+            entry.dependencies = tuple(plan.dependencies)
+            if not errors or ready:
+                entry.instance_groups = plan.instance_groups
+        hook = self.server.plugins.hook
+        for version, slot in ready:
+            log.info("successfully loaded '%s' version %d", name, version)
+            hook.model_ready(model_name=name, version=version, config=slot.loaded.config)
+        if errors:
+            return InvalidArgumentError(f"load failed for model '{name}': " + "; ".join(errors))
+        return None
+
+    async def _update_instances(self, loaded: LoadedModel, plan: _Plan) -> None:
+        """Apply the plan's ``instance_group`` to a loaded version, with defaults filled in."""
+        candidate = ModelConfig()
+        candidate.CopyFrom(loaded.config)
+        del candidate.instance_group[:]
+        candidate.instance_group.extend(plan.config.instance_group)
+        complete_and_validate(candidate, loaded.name, plan.source)
+        await loaded.set_instance_groups(candidate.instance_group)
+
+    async def _load_version(self, plan: _Plan, version: int) -> VersionSlot:
+        """Build one version (``--model-load-retry-count`` retries); a slot READY or failed."""
+        name = plan.entry.name
         retries = max(0, self.server.options.model_load_retry_count)
+        error: NereidError = InternalError("not loaded")
         async with self._load_slots:
             for attempt in range(retries + 1):
+                config = ModelConfig()
+                config.CopyFrom(plan.config)
                 try:
-                    hooks.model_loading(model_name=name, version=version, config=config)
-                    loaded = await self._build(name, version, model_dir, config, source)
+                    loaded = await self._build(name, version, plan.model_dir, config, plan.source)
                 except NereidError as exc:
                     error = exc
                 except Exception as exc:  # a backend's own exception
                     log.exception("loading '%s' version %d failed", name, version)
                     error = NereidError.of(exc)
                 else:
-                    hooks.model_ready(model_name=name, version=version, config=loaded.config)
-                    log.info("successfully loaded '%s' version %d", name, version)
-                    return VersionSlot(ModelState.READY, "", loaded)
+                    return VersionSlot(
+                        ModelState.READY,
+                        "",
+                        loaded,
+                        plan.version_fingerprints.get(version, ""),
+                        plan.temp_dir,
+                    )
                 if attempt < retries:
                     log.warning(
-                        "retrying load of '%s' version %d: %s", name, version, error.message
+                        "retrying load of '%s' version %d (%d of %d): %s",
+                        name,
+                        version,
+                        attempt + 1,
+                        retries,
+                        error.message,
                     )
-        hooks.model_load_failed(model_name=name, version=version, error=error)
+        log.error("failed to load '%s' version %d: %s", name, version, error.message)
+        self.server.plugins.hook.model_load_failed(model_name=name, version=version, error=error)
         return VersionSlot(ModelState.UNAVAILABLE, error.message)
 
     async def _build(
         self, name: str, version: int, model_dir: Path, config: ModelConfig, source: str
     ) -> LoadedModel:
+        """Backend model, auto-complete, defaults and validation, instances, warmup."""
         server = self.server
         version_path = model_dir / str(version)
         model = None
@@ -490,15 +971,15 @@ class RepositoryManager:
                 raise missing_backend_error(backend_name, source)
             if not config.backend:
                 config.backend = entry.name
-            backend = server.backend(entry)
+            backend = await asyncio.to_thread(server.backend, entry)
             model = await asyncio.to_thread(backend.create_model, config, version_path)
-            if not server.options.disable_auto_complete_config:
-                await asyncio.to_thread(model.complete_config, config)
         try:
+            if model is not None and not server.options.disable_auto_complete_config:
+                await asyncio.to_thread(model.complete_config, config)
             complete_and_validate(config, name, source)
+            server.plugins.hook.model_loading(model_name=name, version=version, config=config)
             loaded = LoadedModel(server, name, version, config, version_path, model)
             await loaded.start(server.plugins.registries["scheduler"])
-            await warm_up(loaded)
         except BaseException:
             if model is not None:
                 await asyncio.to_thread(model.finalize)
@@ -526,27 +1007,6 @@ class RepositoryManager:
             f"several backends {sorted(claimants)}; specify 'backend'"
         )
 
-    # -- unload --------------------------------------------------------------------------------
 
-    async def unload(self, name: str, timeout: float | None = None) -> None:
-        entry = self.models.get(name)
-        if entry is None:
-            return
-        async with entry.lock:
-            slots = list(entry.versions.items())
-            for version, slot in slots:
-                if slot.loaded is not None:
-                    slot.state = ModelState.UNLOADING
-                    await self._unload_slot(name, slot, timeout)
-                entry.versions[version] = VersionSlot(ModelState.UNAVAILABLE, "unloaded")
-
-    async def _unload_slot(
-        self, name: str, slot: VersionSlot, timeout: float | None = None
-    ) -> None:
-        loaded = slot.loaded
-        if loaded is None:
-            return
-        slot.loaded = None
-        await loaded.unload(timeout)
-        self.server.plugins.hook.model_unloaded(model_name=name, version=loaded.version)
-        log.info("successfully unloaded '%s' version %d", name, loaded.version)
+async def _true() -> bool:
+    return True

@@ -1,30 +1,44 @@
-"""``model_warmup``: sample requests run on every instance before a model is READY."""
+"""``model_warmup``: sample requests run on every instance before a model version is READY.
+
+Each sample runs ``count`` times (once when ``count`` is 0) on each instance, with zero,
+random or file data (``input_data_file`` is read from the model folder's ``warmup/``). A sample
+that fails, or that cannot be built, fails the load.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import InvalidArgumentError, UnavailableError
+from ..errors import InvalidArgumentError, NereidError, UnavailableError
 from ..types import DataType, InferenceRequest, ResponseStream, Tensor
 
 if TYPE_CHECKING:
     from ..config.model_config_pb2 import ModelWarmup
+    from ..runtime.runner import InstanceRunner
     from .model import LoadedModel
 
 
-def _sample_tensor(name: str, spec, batch_size: int, batched: bool, model_dir) -> Tensor:
+def _sample_tensor(
+    name: str, spec: Any, batch_size: int, batched: bool, model_dir: Path | None
+) -> Tensor:
     from .model import tensor_datatype
 
     datatype = tensor_datatype(spec.data_type)
     shape = ([batch_size] if batched else []) + list(spec.dims)
     count = int(np.prod(shape)) if shape else 1
     which = spec.WhichOneof("input_data_type")
+    raw = b""
+    if which == "input_data_file":
+        if model_dir is None:
+            raise InvalidArgumentError(f"warmup input '{name}': the model has no folder")
+        raw = (model_dir / "warmup" / spec.input_data_file).read_bytes()
     if datatype is DataType.BYTES:
         if which == "input_data_file":
-            raw = (model_dir / "warmup" / spec.input_data_file).read_bytes()
             return Tensor.from_buffer(name, datatype, shape, raw)
         fill = b"" if which == "zero_data" else b"warmup"
         data = np.empty(count, dtype=object)
@@ -32,38 +46,57 @@ def _sample_tensor(name: str, spec, batch_size: int, batched: bool, model_dir) -
         return Tensor(name, data.reshape(shape), datatype)
     dtype = datatype.numpy_dtype
     if which == "input_data_file":
-        raw = (model_dir / "warmup" / spec.input_data_file).read_bytes()
-        return Tensor(name, np.frombuffer(raw, dtype=dtype)[:count].reshape(shape), datatype)
+        values = np.frombuffer(raw, dtype=dtype)
+        if values.size < count:
+            raise InvalidArgumentError(
+                f"warmup input '{name}': file '{spec.input_data_file}' holds {values.size} "
+                f"elements, {count} needed for shape {shape}"
+            )
+        return Tensor(name, values[:count].reshape(shape), datatype)
     if which == "random_data":
         values = np.random.default_rng().random(count) * 10
         return Tensor(name, values.astype(dtype).reshape(shape), datatype)
     return Tensor(name, np.zeros(shape, dtype=dtype), datatype)
 
 
-def warmup_requests(model: LoadedModel, sample: ModelWarmup) -> InferenceRequest:
+def warmup_request(model: LoadedModel, sample: ModelWarmup) -> InferenceRequest:
+    """One request for ``sample``; its id is ``warmup:<sample name>``."""
     batched = model.max_batch_size > 0
     batch_size = max(1, sample.batch_size)
     if not sample.inputs:
         raise InvalidArgumentError(f"warmup sample '{sample.name}' has no inputs")
+    model_dir = model.path.parent if model.path is not None else None
     inputs = [
-        _sample_tensor(name, spec, batch_size, batched, model.path.parent)
+        _sample_tensor(name, spec, batch_size, batched, model_dir)
         for name, spec in sample.inputs.items()
     ]
-    request = InferenceRequest(model.name, inputs, id=f"warmup:{sample.name}")
+    request = InferenceRequest(
+        model.name, inputs, model_version=model.version, id=f"warmup:{sample.name}"
+    )
     request.batch_size = batch_size if batched else 1
     return request
 
 
-async def warm_up(model: LoadedModel) -> None:
-    """Run each warmup sample ``count`` times on each instance; a failure fails the load."""
+async def warm_up(model: LoadedModel, runners: Sequence[InstanceRunner]) -> None:
+    """Run each warmup sample ``count`` times on each of ``runners``; a failure fails the load.
+
+    The runners must not be pulling yet: the samples go straight to the instance.
+    """
     samples = model.config.model_warmup
-    if not samples:
+    if not samples or not runners:
         return
     loop = asyncio.get_running_loop()
-    for runner in model.runners:
+    for runner in runners:
         for sample in samples:
             for _ in range(max(1, sample.count)):
-                request = warmup_requests(model, sample)
+                try:
+                    request = warmup_request(model, sample)
+                except (OSError, ValueError, NereidError) as exc:
+                    message = exc.message if isinstance(exc, NereidError) else str(exc)
+                    raise UnavailableError(
+                        f"failed to warm up model '{model.name}' with sample "
+                        f"'{sample.name}': {message}"
+                    ) from None
                 stream = ResponseStream(loop)
                 request.stream = stream
                 await runner.run_batch([request])
@@ -71,5 +104,6 @@ async def warm_up(model: LoadedModel) -> None:
                     if response.error is not None:
                         raise UnavailableError(
                             f"failed to warm up model '{model.name}' with sample "
-                            f"'{sample.name}': {response.error.message}"
+                            f"'{sample.name}' on instance '{runner.handle.name}': "
+                            f"{response.error.message}"
                         )

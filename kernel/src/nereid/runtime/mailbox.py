@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 _mailboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopMailbox] = (
     weakref.WeakKeyDictionary()
 )
 _registry_lock = threading.Lock()
+_held = threading.local()
 
 
 class LoopMailbox:
@@ -49,7 +51,28 @@ class LoopMailbox:
 
     def post(self, fn: Callable[..., Any], *args: Any) -> None:
         """Queue ``fn(*args)`` for the loop (from any thread)."""
+        if getattr(_held, "owner", None) is self:
+            _held.items.append((fn, args))
+            return
         self._items.append((fn, args))
+        self._wake()
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[list[tuple[Callable[..., Any], tuple]]]:
+        """Keep this thread's posts back until the block ends, then hand them to the loop in
+        one go, so the loop runs them in one pass (a batch's responses with its statistics).
+        The block may add calls to the yielded list."""
+        held: list[tuple[Callable[..., Any], tuple]] = []
+        _held.owner, _held.items = self, held
+        try:
+            yield held
+        finally:
+            _held.owner = _held.items = None
+            if held:
+                self._items.extend(held)
+                self._wake()
+
+    def _wake(self) -> None:
         with self._lock:
             if self._scheduled:
                 return
@@ -67,13 +90,7 @@ class LoopMailbox:
             fn, args = items.popleft()
             try:
                 fn(*args)
-            except Exception:
+            except Exception as exc:
                 self.loop.call_exception_handler(
-                    {"message": "exception in a mailbox call", "exception": _current()}
+                    {"message": "exception in a mailbox call", "exception": exc}
                 )
-
-
-def _current() -> BaseException | None:
-    import sys
-
-    return sys.exc_info()[1]

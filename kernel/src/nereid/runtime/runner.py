@@ -79,15 +79,21 @@ class InstanceRunner:
         The instance still pulls only when free; it just does not wait for the loop to pull."""
         poll = getattr(self.scheduler, "poll_batch", None)
         handle, stats, observers = self.handle, self.statistics, self.observers
-        post = LoopMailbox.of(loop).post
+        mailbox = LoopMailbox.of(loop)
+        post = mailbox.post
         while True:
             live = [request for request in batch if not request.final_sent]
             if live:
                 stats.add_pending(-len(live))
                 if observers.on_execution_start:
                     post(observers.notify, observers.on_execution_start, handle.name, live)
-                start_ns, end_ns = self._execute(live)
-                post(self._finished, batch, live, start_ns, end_ns)
+                if self.decoupled:  # responses stream out as the model sends them
+                    start_ns, end_ns = self._execute(live)
+                    post(self._finished, batch, live, start_ns, end_ns)
+                else:  # the batch's responses reach the loop together with its statistics
+                    with mailbox.holding() as held:
+                        start_ns, end_ns = self._execute(live)
+                        held.insert(0, (self._finished, (batch, live, start_ns, end_ns)))
             else:
                 post(self.scheduler.batch_done, handle, batch)
             if poll is None or handle.retired:

@@ -30,7 +30,13 @@ async def start_server(model_repository) -> AsyncIterator[Callable[..., Any]]:
     servers = []
 
     async def start(repository: Any = None, **options: Any) -> Server:
-        server = Server(str(repository or model_repository.root), **options)
+        if repository is None:
+            repository = model_repository.root
+        if isinstance(repository, (list, tuple)):
+            repository = [str(path) for path in repository]
+        else:
+            repository = str(repository)
+        server = Server(repository, **options)
         await server.start()
         servers.append(server)
         return server
