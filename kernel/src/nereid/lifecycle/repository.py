@@ -198,10 +198,12 @@ class RepositoryManager:
         the highest READY one for ``-1``. An ensemble is unavailable while a step model is."""
         entry = self._lookup(name)
         if version == -1:
-            ready = entry.ready_versions()
-            if not ready:
+            slot, highest = None, -1
+            for number, candidate in entry.versions.items():
+                if candidate.state is ModelState.READY and number > highest:
+                    slot, highest = candidate, number
+            if slot is None:
                 raise self.unavailable_error(name, -1)
-            slot = entry.versions[ready[-1]]
         else:
             slot = entry.versions.get(version)
             if slot is None:
@@ -962,6 +964,8 @@ class RepositoryManager:
         server = self.server
         version_path = model_dir / str(version)
         model = None
+        if not config.name:
+            config.name = name  # backends see the name while they complete the config
         if config.platform != ENSEMBLE_PLATFORM:
             backend_name = (
                 config.backend or config.platform or self._claiming_backend(model_dir, source)

@@ -1,16 +1,18 @@
 """Instance runners: one per model instance, pulling batches from the scheduler.
 
-A runner is an asyncio task that awaits ``scheduler.next_batch`` and runs ``execute`` on the
+A runner is an asyncio task that awaits ``scheduler.next_batch`` and hands the batch to the
 instance's own thread, so frameworks that release the GIL run instances in parallel and the event
-loop never blocks on model code.
+loop never blocks on model code. The thread answers through the loop's mailbox.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import queue
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -59,32 +61,66 @@ class InstanceRunner:
         self.statistics = statistics
         self.observers = observers
         self.decoupled = decoupled
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"nereid-{handle.name}")
         self.task: asyncio.Task | None = None
+        self._started = statistics.start_counter()
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=self._thread_main, name=f"nereid-{handle.name}", daemon=True
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._mailbox: LoopMailbox | None = None
 
     def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._run(), name=self.handle.name)
+        """Start the instance thread and the pull loop (on the event loop)."""
+        self._ensure_thread()
+        self.task = self._loop.create_task(self._run(), name=self.handle.name)
+
+    def _ensure_thread(self) -> None:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._mailbox = LoopMailbox.of(self._loop)
+            self._thread.start()
+
+    def _thread_main(self) -> None:
+        """The instance thread: run each job handed over, answer its future via the mailbox."""
+        post = self._mailbox.post
+        while True:
+            job = self._inbox.get()
+            if job is None:
+                return
+            fn, arg, future = job
+            try:
+                result = fn(arg)
+            except BaseException as exc:
+                post(_settle, future, None, exc)
+            else:
+                post(_settle, future, result, None)
+
+    def _on_thread(self, fn: Callable[[Any], Any], arg: Any) -> asyncio.Future:
+        self._ensure_thread()
+        future = self._loop.create_future()
+        self._inbox.put((fn, arg, future))
+        return future
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = await self.scheduler.next_batch(self.handle)
             if batch is None:
                 break
-            await loop.run_in_executor(self._executor, self._drain, loop, batch)
+            await self._on_thread(self._drain, batch)
 
-    def _drain(self, loop: asyncio.AbstractEventLoop, batch: list[InferenceRequest]) -> None:
+    def _drain(self, batch: list[InferenceRequest]) -> None:
         """On the instance thread: execute ``batch``, then, while the scheduler has a batch
         ready (its optional ``poll_batch``), take it here without a trip through the event loop.
         The instance still pulls only when free; it just does not wait for the loop to pull."""
         poll = getattr(self.scheduler, "poll_batch", None)
-        handle, stats, observers = self.handle, self.statistics, self.observers
-        mailbox = LoopMailbox.of(loop)
+        handle, observers, started = self.handle, self.observers, self._started
+        mailbox = self._mailbox
         post = mailbox.post
         while True:
             live = [request for request in batch if not request.final_sent]
             if live:
-                stats.add_pending(-len(live))
+                started.value += len(live)
                 if observers.on_execution_start:
                     post(observers.notify, observers.on_execution_start, handle.name, live)
                 if self.decoupled:  # responses stream out as the model sends them
@@ -114,9 +150,7 @@ class InstanceRunner:
 
     async def run_batch(self, batch: list[InferenceRequest]) -> tuple[int, int]:
         """Execute a batch on this instance's thread; returns its start and end times."""
-        return await asyncio.get_running_loop().run_in_executor(
-            self._executor, self._execute, batch
-        )
+        return await self._on_thread(self._execute, batch)
 
     def _execute(self, batch: list[InferenceRequest]) -> tuple[int, int]:
         """On the instance thread: run the batch; whatever goes wrong fails only this batch."""
@@ -150,9 +184,17 @@ class InstanceRunner:
         """Wait for the pull loop to end (the scheduler returned ``None``), then finalize."""
         if self.task is not None:
             await asyncio.shield(self.task)
-        loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._executor, self.handle.instance.finalize)
+            await self._on_thread(lambda _: self.handle.instance.finalize(), None)
         except Exception:
             log.exception("finalizing instance %s failed", self.handle.name)
-        self._executor.shutdown(wait=False)
+        self._inbox.put(None)
+
+
+def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

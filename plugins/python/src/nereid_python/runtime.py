@@ -1,0 +1,144 @@
+"""The services that ``pb_utils`` objects reach outside the model for: custom metrics and logs.
+
+``pb_utils.MetricFamily`` or ``pb_utils.Logger`` are called from model code with no handle on the
+server, so whoever hosts the model makes a :class:`Services` and activates it around every call
+into the model (``initialize``, ``execute``, ``finalize``). In-process, the services talk to the
+kernel's registries directly; a model process (part 2) would install services that forward to
+the server instead. Code running outside an activated call (a thread the model started) gets the
+services activated most recently in this process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+LOGGER_NAME = "nereid.python"
+
+
+class MetricHandle(Protocol):
+    """One labelled series (the kernel's :class:`nereid.custom_metrics.Metric` is one)."""
+
+    def increment(self, value: float) -> None: ...
+    def set(self, value: float) -> None: ...
+    def observe(self, value: float) -> None: ...
+    def get(self) -> float: ...
+
+
+class FamilyHandle(Protocol):
+    """A metric family (the kernel's :class:`nereid.custom_metrics.MetricFamily` is one)."""
+
+    kind: str
+
+    def metric(self, labels: dict[str, str] | None, buckets: Any) -> MetricHandle: ...
+
+
+class Services:
+    """What model code reaches through ``pb_utils``. The base class logs through Python logging
+    and has no metrics registry."""
+
+    def metric_family(self, name: str, description: str, kind: str) -> FamilyHandle:
+        from .pb_utils import TritonModelException
+
+        raise TritonModelException(
+            "custom metrics are not available here: no model is being served"
+        )
+
+    def release_metric(self, family: FamilyHandle, metric: MetricHandle) -> None:
+        """The model dropped a series (``del metric``); nothing to do by default."""
+
+    def log(self, level: int, message: str, stacklevel: int = 1) -> None:
+        logging.getLogger(LOGGER_NAME).log(level, message, stacklevel=stacklevel + 1)
+
+
+class RegistryServices(Services):
+    """Services over the kernel's custom-metrics registry (``api.custom_metrics``).
+
+    The series a model creates are removed from the registry when the model is unloaded
+    (:meth:`close`), as Triton drops a model's metrics when its stub process ends.
+    """
+
+    def __init__(self, registry: Any, owner: str = "") -> None:
+        self.registry = registry
+        self.owner = owner
+        self._created: list[tuple[Any, Any]] = []
+        self._families: list[Any] = []
+        self._lock = threading.Lock()
+
+    def metric_family(self, name: str, description: str, kind: str) -> FamilyHandle:
+        family = self.registry.family(name, description, kind)
+        with self._lock:
+            if not any(f is family for f in self._families):
+                self._families.append(family)
+        return _TrackedFamily(self, family)
+
+    def release_metric(self, family: FamilyHandle, metric: MetricHandle) -> None:
+        family = getattr(family, "_family", family)
+        family.remove(metric)
+
+    def _track(self, family: Any, metric: Any) -> None:
+        with self._lock:
+            self._created.append((family, metric))
+
+    def close(self) -> None:
+        """Remove every series this model created, and families left empty by that."""
+        with self._lock:
+            created, self._created = self._created, []
+            families, self._families = self._families, []
+        for family, metric in created:
+            family.remove(metric)
+        for family in families:
+            if not family.metrics and self.registry.families.get(family.name) is family:
+                self.registry.remove(family.name)
+
+
+class _TrackedFamily:
+    __slots__ = ("_family", "_services", "kind")
+
+    def __init__(self, services: RegistryServices, family: Any) -> None:
+        self._services = services
+        self._family = family
+        self.kind = family.kind
+
+    def metric(self, labels: dict[str, str] | None, buckets: Any) -> MetricHandle:
+        metric = self._family.metric(labels, buckets)
+        self._services._track(self._family, metric)
+        return metric
+
+
+_current: contextvars.ContextVar[Services | None] = contextvars.ContextVar(
+    "nereid_python_services", default=None
+)
+_fallback: Services = Services()
+_fallback_lock = threading.Lock()
+
+
+def current() -> Services:
+    """The services of the model being called, or the last ones activated in this process."""
+    services = _current.get()
+    return services if services is not None else _fallback
+
+
+@contextlib.contextmanager
+def active(services: Services) -> Iterator[None]:
+    """Make ``services`` the current ones for the duration (one call into model code)."""
+    global _fallback
+    with _fallback_lock:
+        _fallback = services
+    token = _current.set(services)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def forget(services: Services) -> None:
+    """A host is going away: stop handing its services to threads without a context."""
+    global _fallback
+    with _fallback_lock:
+        if _fallback is services:
+            _fallback = Services()

@@ -1,0 +1,8 @@
+"""Fixtures for the python backend's tests: model sources live in python_backend_models.py."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
