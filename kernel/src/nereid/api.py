@@ -95,8 +95,10 @@ class InferenceService:
         return self._server.repository.get(name, _version(version))
 
     def model_ready(self, name: str, version: int | str = -1) -> bool:
+        """Whether the model version serves; an unparsable version is INVALID_ARG."""
+        number = _version(version)
         try:
-            model = self.model(name, version)
+            model = self.model(name, number)
         except NereidError:
             return False
         return model.accepting and (model.model is None or model.model.is_ready())
@@ -179,12 +181,12 @@ class InferenceService:
         stream._on_response = self._response_arrived
         stream._on_cancel = request.cancel
         model.request_started()
-        stats.add_pending(1)
+        stats.add_queued(1)
         request.queue_start_ns = time.monotonic_ns()
         try:
             model.scheduler.enqueue(request)
         except NereidError as exc:
-            stats.add_pending(-1)
+            stats.add_queued(-1)
             model.request_finished()
             request.stream = None
             self._failed_before_queue(
@@ -242,7 +244,7 @@ class InferenceService:
         if not response.final:
             return
         if request.compute_start_ns == 0:
-            stats.add_pending(-1)  # answered (cancelled) without being executed
+            stats.add_queued(-1)  # answered (cancelled) without being executed
         model.request_finished()
         error = response.error
         stats.record_completion(request, error is not None, time.monotonic_ns())

@@ -141,14 +141,21 @@ class Server:
             await self.repository.stop(timeout=0)
             self.live = False
             raise self.startup_errors[0]
+        try:
+            await self._start_frontends()
+        except BaseException:
+            await self.stop(grace=0)  # a frontend that cannot start (port in use) stops it all
+            raise
+        self.ready = True
+        self.plugins.hook.server_started(server=self)
+
+    async def _start_frontends(self) -> None:
         registry = self.plugins.registries["frontend"]
         for name in self.frontend_names:
             frontend = registry.get(name).load()(self.options)
             if frontend is not None:
                 await frontend.start(self.api)
                 self.frontends[name] = frontend
-        self.ready = True
-        self.plugins.hook.server_started(server=self)
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let in-flight requests finish (up to ``grace`` seconds, default

@@ -87,23 +87,26 @@ class RepeatInstance(ModelInstance):
         values = request.inputs["IN"].data.reshape(-1)
         delays = _scalar(request, "DELAY")
         wait = int(_scalar(request, "WAIT")[0])
-        for index, value in enumerate(values):
-            if request.is_cancelled():
-                request.fail_cancelled()
-                return
-            delay = int(delays[index]) if index < len(delays) else 0
-            time.sleep(delay / 1000)
-            request.respond(
-                InferenceResponse(
-                    [
-                        Tensor("OUT", np.array([value], dtype=np.int32)),
-                        Tensor("IDX", np.array([index], dtype=np.uint32)),
-                    ]
-                ),
-                final=False,
-            )
-        time.sleep(wait / 1000)
-        request.respond(None, final=True)
+        try:
+            for index, value in enumerate(values):
+                if request.is_cancelled():
+                    request.fail_cancelled()
+                    return
+                delay = int(delays[index]) if index < len(delays) else 0
+                time.sleep(delay / 1000)
+                request.respond(
+                    InferenceResponse(
+                        [
+                            Tensor("OUT", np.array([value], dtype=np.int32)),
+                            Tensor("IDX", np.array([index], dtype=np.uint32)),
+                        ]
+                    ),
+                    final=False,
+                )
+            time.sleep(wait / 1000)
+            request.respond(None, final=True)
+        except InvalidArgumentError:
+            pass  # the request was answered meanwhile (cancelled): nothing more to send
 
 
 class SquareInstance(ModelInstance):

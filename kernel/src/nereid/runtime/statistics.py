@@ -1,12 +1,11 @@
 """Per model version statistics, in Triton's statistics schema.
 
 Everything here is updated on the event loop thread (the runner and the response stream both
-report there), except the pending count, which instance threads lower as they start a batch.
+report there), except the counts of started requests, each written by its own instance thread.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -61,6 +60,13 @@ _INFER_FIELDS = (
 )
 
 
+class StartCounter:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
 class ModelStatistics:
     """Counters and durations of one model version."""
 
@@ -70,17 +76,27 @@ class ModelStatistics:
         self.inference_count = 0
         self.execution_count = 0
         self.last_inference_ms = 0
-        self.pending = 0
-        self._pending_lock = threading.Lock()
+        self._queued = 0  # written on the loop only
+        self._started: list[StartCounter] = []  # one per runner, each written by its thread
         self.infer = {key: Duration() for key in _INFER_FIELDS}
         self.batches: dict[int, BatchStats] = defaultdict(BatchStats)
         self.responses: dict[int, ResponseStats] = defaultdict(ResponseStats)
         self.memory_usage: list[dict[str, Any]] = []
 
-    def add_pending(self, count: int) -> None:
-        """Requests queued (positive) or started or answered without executing (negative)."""
-        with self._pending_lock:
-            self.pending += count
+    @property
+    def pending(self) -> int:
+        """Requests queued and not yet started (nor answered without executing)."""
+        return self._queued - sum(counter.value for counter in self._started)
+
+    def add_queued(self, count: int) -> None:
+        """On the loop: requests queued (positive) or answered without executing (negative)."""
+        self._queued += count
+
+    def start_counter(self) -> StartCounter:
+        """A counter of started requests for one instance thread (one writer, no lock)."""
+        counter = StartCounter()
+        self._started.append(counter)
+        return counter
 
     def record_batch(self, batch: list[InferenceRequest], start_ns: int, end_ns: int) -> None:
         """An executed batch: per-request queue and compute times, and the batch's own."""

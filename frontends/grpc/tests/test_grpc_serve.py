@@ -1,0 +1,109 @@
+"""Against a real ``nereid serve`` process: the entry point, the flags, start and stop."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import time
+from importlib import metadata
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from grpc_testsupport import build_repository, free_port
+from tritonclient.utils import InferenceServerException
+
+
+def _http_installed() -> bool:
+    return any(ep.name == "http" for ep in metadata.entry_points(group="nereid"))
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    repo = build_repository(tmp_path_factory.mktemp("served"))
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "nereid.cli",
+        "serve",
+        "--model-repository",
+        str(repo.root),
+        "--grpc-port",
+        str(port),
+        "--grpc-address",
+        "127.0.0.1",
+        "--model-control-mode=explicit",
+        "--load-model=identity",
+        "--load-model=repeat",
+        "--exit-timeout-secs=5",
+    ]
+    if _http_installed():
+        command += ["--allow-http", "false"]
+    log = tmp_path_factory.mktemp("log") / "serve.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            command, stdout=output, stderr=subprocess.STDOUT, env=dict(os.environ)
+        )
+    url = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        with grpcclient.InferenceServerClient(url) as client:
+            while True:
+                if process.poll() is not None:
+                    pytest.fail(f"nereid serve exited early:\n{log.read_text()}")
+                try:
+                    if client.is_server_ready(client_timeout=1):
+                        break
+                except InferenceServerException:
+                    pass
+                if time.monotonic() > deadline:
+                    pytest.fail(f"nereid serve did not become ready:\n{log.read_text()}")
+                time.sleep(0.1)
+        yield process, url, log
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def test_serve_infers_and_streams(served):
+    _, url, _ = served
+    with grpcclient.InferenceServerClient(url) as client:
+        data = np.arange(16, dtype=np.float32).reshape(1, 16)
+        tensor = grpcclient.InferInput("INPUT0", [1, 16], "FP32")
+        tensor.set_data_from_numpy(data)
+        result = client.infer("identity", [tensor])
+        np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), data)
+        assert not client.is_model_ready("square")  # not loaded in explicit mode
+
+        items: queue.Queue = queue.Queue()
+        client.start_stream(callback=lambda result, error: items.put((result, error)))
+        inputs = []
+        for name, values, datatype in (
+            ("IN", np.array([7, 8], dtype=np.int32), "INT32"),
+            ("DELAY", np.array([1, 1], dtype=np.uint32), "UINT32"),
+            ("WAIT", np.array([1], dtype=np.uint32), "UINT32"),
+        ):
+            item = grpcclient.InferInput(name, list(values.shape), datatype)
+            item.set_data_from_numpy(values)
+            inputs.append(item)
+        client.async_stream_infer("repeat", inputs, enable_empty_final_response=True)
+        got = [items.get(timeout=10) for _ in range(3)]
+        client.stop_stream()
+        assert [r.as_numpy("OUT")[0] for r, _ in got[:2]] == [7, 8]
+        assert got[2][0].get_response().parameters["triton_final_response"].bool_param
+
+
+def test_serve_stops_on_sigterm(served):
+    process, _, log = served
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 0
+    assert "Started GRPCInferenceService at 127.0.0.1" in log.read_text()
