@@ -230,17 +230,15 @@ def test_backend_config_flags():
 
 async def test_missing_backend_names_distribution(start_server, model_repository):
     model_repository.add(
-        "onnx_model",
-        BASE.replace('name: "m"', "").replace(
-            'backend: "identity"', 'platform: "onnxruntime_onnx"'
-        ),
+        "trt_model",
+        BASE.replace('name: "m"', "").replace('backend: "identity"', 'platform: "tensorrt_plan"'),
     )
     model_repository.identity("ok")
     server = await start_server(exit_on_error=False)
-    (row,) = [r for r in server.api.repository_index() if r["name"] == "onnx_model"]
+    (row,) = [r for r in server.api.repository_index() if r["name"] == "trt_model"]
     assert row["state"] == "UNAVAILABLE"
-    assert "backend 'onnxruntime_onnx' is not installed" in row["reason"]
-    assert "install the 'nereid-onnxruntime' distribution" in row["reason"]
+    assert "backend 'tensorrt_plan' is not installed" in row["reason"]
+    assert "install the 'nereid-tensorrt' distribution" in row["reason"]
     assert server.api.model_ready("ok")
 
 

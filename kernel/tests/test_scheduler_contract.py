@@ -27,7 +27,6 @@ class CountingBatcher:
         self.max_rows = context.config.max_batch_size
 
     def enqueue(self, request):
-        request.on_cancel(request.fail_cancelled)
         self.queue.put(request)
 
     async def next_batch(self, instance):

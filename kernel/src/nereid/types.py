@@ -361,6 +361,9 @@ class ResponseStream:
 
 
 _request_ids = itertools.count(1)
+# One lock for every request's final-response check: held for a few instructions, and no
+# per-request lock to allocate.
+_RESPOND_LOCK = threading.Lock()
 
 
 class InferenceRequest:
@@ -376,7 +379,6 @@ class InferenceRequest:
         "_cancel_callbacks",
         "_cancelled",
         "_final_sent",
-        "_lock",
         "arrival_ns",
         "batch_size",
         "compute_end_ns",
@@ -443,7 +445,6 @@ class InferenceRequest:
         self._final_sent = False
         self._cancelled = False
         self._cancel_callbacks: list[Callable[[], None]] | None = None
-        self._lock = threading.Lock()
         self.arrival_ns = self.queue_start_ns = self.compute_start_ns = 0
         self.compute_input_end_ns = self.compute_output_start_ns = self.compute_end_ns = 0
 
@@ -454,9 +455,14 @@ class InferenceRequest:
         return self._final_sent
 
     def respond(self, response: InferenceResponse | None = None, *, final: bool = True) -> None:
-        """Send a response (or, with ``None`` and ``final=True``, only the final flag)."""
-        with self._lock:
+        """Send a response (or, with ``None`` and ``final=True``, only the final flag).
+
+        After the final response a further one is an error, except on a cancelled request,
+        whose client already has its CANCELLED answer: what a model still sends is dropped."""
+        with _RESPOND_LOCK:
             if self._final_sent:
+                if self._cancelled:
+                    return
                 raise InvalidArgumentError(
                     "Unable to send response. Response sender has been closed."
                 )
@@ -493,12 +499,16 @@ class InferenceRequest:
         return self._cancelled
 
     def cancel(self) -> None:
-        """Mark the request cancelled; whoever holds it stops at its next check."""
+        """Mark the request cancelled. One that has not started executing is answered
+        CANCELLED now (a scheduler skips answered requests); one executing stops when its
+        model next checks ``is_cancelled``."""
         if self._cancelled or self._final_sent:
             return
         self._cancelled = True
         for callback in self._cancel_callbacks or ():
             callback()
+        if not self.compute_start_ns:
+            self.fail_cancelled()
 
     def on_cancel(self, callback: Callable[[], None]) -> None:
         if self._cancel_callbacks is None:

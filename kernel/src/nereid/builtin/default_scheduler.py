@@ -61,7 +61,6 @@ class DefaultScheduler:
     def enqueue(self, request: InferenceRequest) -> None:
         if self.queue.stopped:
             raise UnavailableError(f"model '{self.context.model_name}' is not accepting requests")
-        request.on_cancel(request.fail_cancelled)
         self.queue.put(request)
 
     async def next_batch(self, instance: InstanceHandle) -> list[InferenceRequest] | None:

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 _mailboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopMailbox] = (
@@ -57,20 +56,20 @@ class LoopMailbox:
         self._items.append((fn, args))
         self._wake()
 
-    @contextlib.contextmanager
-    def holding(self) -> Iterator[list[tuple[Callable[..., Any], tuple]]]:
-        """Keep this thread's posts back until the block ends, then hand them to the loop in
-        one go, so the loop runs them in one pass (a batch's responses with its statistics).
-        The block may add calls to the yielded list."""
+    def hold(self) -> list[tuple[Callable[..., Any], tuple]]:
+        """Keep this thread's posts back until :meth:`release`, which hands them to the loop
+        in one go, so the loop runs them in one pass (a batch's responses with its statistics).
+        Calls may be added to the returned list meanwhile."""
         held: list[tuple[Callable[..., Any], tuple]] = []
         _held.owner, _held.items = self, held
-        try:
-            yield held
-        finally:
-            _held.owner = _held.items = None
-            if held:
-                self._items.extend(held)
-                self._wake()
+        return held
+
+    def release(self) -> None:
+        held = _held.items
+        _held.owner = _held.items = None
+        if held:
+            self._items.extend(held)
+            self._wake()
 
     def _wake(self) -> None:
         with self._lock:

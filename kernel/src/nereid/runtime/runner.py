@@ -127,9 +127,12 @@ class InstanceRunner:
                     start_ns, end_ns = self._execute(live)
                     post(self._finished, batch, live, start_ns, end_ns)
                 else:  # the batch's responses reach the loop together with its statistics
-                    with mailbox.holding() as held:
+                    held = mailbox.hold()
+                    try:
                         start_ns, end_ns = self._execute(live)
                         held.insert(0, (self._finished, (batch, live, start_ns, end_ns)))
+                    finally:
+                        mailbox.release()
             else:
                 post(self.scheduler.batch_done, handle, batch)
             if poll is None or handle.retired:
