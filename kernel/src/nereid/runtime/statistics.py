@@ -23,19 +23,8 @@ class Duration:
         self.count += 1
         self.ns += max(ns, 0)
 
-    def add_many(self, count: int, ns: int) -> None:
-        self.count += count
-        self.ns += max(ns, 0)
-
     def as_dict(self) -> dict[str, int]:
         return {"count": self.count, "ns": self.ns}
-
-
-@dataclass
-class BatchStats:
-    compute_input: Duration = field(default_factory=Duration)
-    compute_infer: Duration = field(default_factory=Duration)
-    compute_output: Duration = field(default_factory=Duration)
 
 
 @dataclass
@@ -48,7 +37,9 @@ class ResponseStats:
     cancel: Duration = field(default_factory=Duration)
 
 
-_INFER_FIELDS = (
+# Triton's inference_stats durations, in order; the hot path keeps each as a (count, ns) pair of
+# slots in one flat list, which costs far less per request than an object per duration.
+INFER_FIELDS = (
     "success",
     "fail",
     "queue",
@@ -58,6 +49,7 @@ _INFER_FIELDS = (
     "cache_hit",
     "cache_miss",
 )
+_SUCCESS, _FAIL, _QUEUE, _INPUT, _INFER, _OUTPUT = 0, 2, 4, 6, 8, 10
 
 
 class StartCounter:
@@ -75,11 +67,12 @@ class ModelStatistics:
         self.version = version
         self.inference_count = 0
         self.execution_count = 0
-        self.last_inference_ms = 0
+        self._last_end_ns = 0
         self._queued = 0  # written on the loop only
         self._started: list[StartCounter] = []  # one per runner, each written by its thread
-        self.infer = {key: Duration() for key in _INFER_FIELDS}
-        self.batches: dict[int, BatchStats] = defaultdict(BatchStats)
+        self._infer = [0] * (2 * len(INFER_FIELDS))
+        # batch size -> [count, compute_input ns, compute_infer ns, compute_output ns]
+        self._batches: dict[int, list[int]] = {}
         self.responses: dict[int, ResponseStats] = defaultdict(ResponseStats)
         self.memory_usage: list[dict[str, Any]] = []
 
@@ -98,31 +91,57 @@ class ModelStatistics:
         self._started.append(counter)
         return counter
 
+    @property
+    def last_inference_ms(self) -> int:
+        """Wall-clock milliseconds of the last executed batch (0 before any)."""
+        if not self._last_end_ns:
+            return 0
+        ago_ns = time.monotonic_ns() - self._last_end_ns
+        return int(time.time() * 1000 - ago_ns / 1e6)
+
     def record_batch(self, batch: list[InferenceRequest], start_ns: int, end_ns: int) -> None:
         """An executed batch: per-request queue and compute times, and the batch's own."""
-        size = sum(r.batch_size for r in batch)
         count = len(batch)
+        first = batch[0]
+        if count == 1:
+            size, queue_ns = first.batch_size, start_ns - first.queue_start_ns
+        else:
+            size = sum(r.batch_size for r in batch)
+            queue_ns = count * start_ns - sum(r.queue_start_ns for r in batch)
         self.execution_count += 1
         self.inference_count += size
-        self.last_inference_ms = int(time.time() * 1000)
-        first = batch[0]
+        self._last_end_ns = end_ns
         input_end = first.compute_input_end_ns or start_ns
         output_start = first.compute_output_start_ns or end_ns
         compute_input = input_end - start_ns
         compute_infer = output_start - input_end
         compute_output = end_ns - output_start
-        stats = self.batches[size]
-        stats.compute_input.add(compute_input)
-        stats.compute_infer.add(compute_infer)
-        stats.compute_output.add(compute_output)
-        infer = self.infer
-        infer["queue"].add_many(count, sum(start_ns - r.queue_start_ns for r in batch))
-        infer["compute_input"].add_many(count, count * compute_input)
-        infer["compute_infer"].add_many(count, count * compute_infer)
-        infer["compute_output"].add_many(count, count * compute_output)
+        stats = self._batches.get(size)
+        if stats is None:
+            stats = self._batches[size] = [0, 0, 0, 0]
+        stats[0] += 1
+        stats[1] += compute_input
+        stats[2] += compute_infer
+        stats[3] += compute_output
+        infer = self._infer
+        infer[_QUEUE] += count
+        infer[_QUEUE + 1] += queue_ns
+        infer[_INPUT] += count
+        infer[_INPUT + 1] += count * compute_input
+        infer[_INFER] += count
+        infer[_INFER + 1] += count * compute_infer
+        infer[_OUTPUT] += count
+        infer[_OUTPUT + 1] += count * compute_output
 
     def record_completion(self, request: InferenceRequest, error: bool, now_ns: int) -> None:
-        self.infer["fail" if error else "success"].add(now_ns - request.arrival_ns)
+        index = _FAIL if error else _SUCCESS
+        self._infer[index] += 1
+        self._infer[index + 1] += now_ns - request.arrival_ns
+
+    def duration(self, name: str) -> dict[str, int]:
+        """One of Triton's ``inference_stats`` entries, as ``{"count", "ns"}``."""
+        index = 2 * INFER_FIELDS.index(name)
+        return {"count": self._infer[index], "ns": self._infer[index + 1]}
 
     def record_response(self, index: int, response: InferenceResponse, elapsed_ns: int) -> None:
         """A decoupled model's ``index``-th response (Triton's ``response_stats``)."""
@@ -144,7 +163,7 @@ class ModelStatistics:
             "last_inference": self.last_inference_ms,
             "inference_count": self.inference_count,
             "execution_count": self.execution_count,
-            "inference_stats": {key: d.as_dict() for key, d in self.infer.items()},
+            "inference_stats": {key: self.duration(key) for key in INFER_FIELDS},
             "response_stats": {
                 str(index): {
                     key: getattr(stats, key).as_dict()
@@ -162,11 +181,11 @@ class ModelStatistics:
             "batch_stats": [
                 {
                     "batch_size": size,
-                    "compute_input": stats.compute_input.as_dict(),
-                    "compute_infer": stats.compute_infer.as_dict(),
-                    "compute_output": stats.compute_output.as_dict(),
+                    "compute_input": {"count": count, "ns": input_ns},
+                    "compute_infer": {"count": count, "ns": infer_ns},
+                    "compute_output": {"count": count, "ns": output_ns},
                 }
-                for size, stats in sorted(self.batches.items())
+                for size, (count, input_ns, infer_ns, output_ns) in sorted(self._batches.items())
             ],
             "memory_usage": list(self.memory_usage),
         }
