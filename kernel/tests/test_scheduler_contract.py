@@ -105,7 +105,7 @@ class Relay:
 
 
 # Stand-ins for the real schedulers: block the installed plugin that registers the same name.
-BLOCK_INSTALLED = ["dynamic-batcher"]
+BLOCK_INSTALLED = ["dynamic-batcher", "ensemble"]
 
 
 class SchedulersPlugin:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import ModelConfig
 from .custom_metrics import CustomMetricsRegistry
-from .errors import ErrorKind, NereidError
+from .errors import CancelledError, ErrorKind, NereidError
 from .lifecycle.model import LoadedModel
 from .observers import FailureReason
 from .runtime.mailbox import LoopMailbox
@@ -160,6 +160,8 @@ class InferenceService:
         """
         server = self._server
         observers = server.observers
+        if request.cancelled or request.final_sent:
+            raise CancelledError("Request was cancelled")
         model = self.model(request.model_name, request.model_version)
         request.arrival_ns = time.monotonic_ns()
         if observers.on_arrival:

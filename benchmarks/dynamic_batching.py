@@ -1,0 +1,287 @@
+"""Dynamic batching: a numpy MLP served in-process with and without the dynamic batcher.
+
+The model is a 512-2048-2048-512 FP32 MLP (ReLU between layers, weights from a seeded RNG)
+defined here as a backend; numpy's BLAS releases the GIL and is held to one thread per
+instance. Two instances, ``max_batch_size`` 32, served through the kernel API (``Server`` +
+``api.infer``) by coroutines keeping a fixed number of requests in flight:
+
+- batched: ``dynamic_batching { max_queue_delay_microseconds: 1000 }``;
+- plain: the same model without ``dynamic_batching`` (the default scheduler, one request per
+  execution);
+- bare: two threads running the MLP in a loop at the batched run's mean batch size, no server.
+
+Rounds alternate the runs (best of each kept), since the machine is shared and noisy. Prints:
+
+- the mean batch size the batcher formed at concurrency 32;
+- batched throughput / bare loop throughput at that batch size (target >= 0.85);
+- batched throughput / plain throughput at concurrency 32 (target >= 3);
+- p50 latency at concurrency 1, batched / plain (target <= 1.3).
+
+``--tuned`` also serves a third model with the batcher's two opt-in parameters (beyond
+Triton; see docs/dynamic_batching.md): ``nereid.dynamic_batching.idle_bypass`` (no waiting for
+the delay while no batch is executing) and ``nereid.dynamic_batching.balance_instances`` (a
+ready batch is shared among the idle instances), and prints its figures beside the
+Triton-exact ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import os
+import statistics
+import tempfile
+import threading
+import time
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # one BLAS thread per instance: set before numpy loads
+
+import nereid  # noqa: E402  (numpy is imported from here on)
+import numpy as np  # noqa: E402
+from nereid import InferenceRequest, Server, Tensor  # noqa: E402
+from nereid.backend import Backend, Model, ModelInstance  # noqa: E402
+from nereid.runtime.batching import gather_inputs, scatter_outputs  # noqa: E402
+from nereid.testing import ModelRepositoryBuilder  # noqa: E402
+
+try:
+    from threadpoolctl import threadpool_limits
+except ImportError:  # the environment variables above do the same
+    threadpool_limits = None
+
+LAYERS = (512, 2048, 2048, 512)
+MAX_BATCH = 32
+INSTANCES = 2
+
+
+class MLP:
+    """The model itself: three dense layers, ReLU between them."""
+
+    def __init__(self, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.weights = [
+            (rng.standard_normal((a, b), dtype=np.float32) / np.sqrt(a)).astype(np.float32)
+            for a, b in itertools.pairwise(LAYERS)
+        ]
+        self.biases = [np.zeros(b, np.float32) for b in LAYERS[1:]]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        last = len(self.weights) - 1
+        for index, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            x = x @ weight
+            x += bias
+            if index < last:
+                np.maximum(x, 0, out=x)
+        return x
+
+
+class MLPInstance(ModelInstance):
+    def __init__(self, mlp: MLP) -> None:
+        self.mlp = mlp
+
+    def execute(self, requests):
+        x = gather_inputs(requests)["INPUT"]
+        scatter_outputs(requests, {"OUTPUT": self.mlp(x)})
+
+
+class MLPModel(Model):
+    def __init__(self, mlp: MLP) -> None:
+        self.mlp = mlp
+
+    def create_instance(self, spec):
+        return MLPInstance(self.mlp)
+
+
+class MLPBackend(Backend):
+    def __init__(self, context) -> None:
+        self.context = context
+        self.mlp = MLP()
+
+    def create_model(self, config, path):
+        return MLPModel(self.mlp)
+
+
+class BenchmarkPlugin:
+    @nereid.hookimpl
+    def register_backends(self, registry):
+        registry.add("bench_mlp", MLPBackend)
+
+
+def config(batching: str) -> str:
+    return f"""
+    backend: "bench_mlp"
+    max_batch_size: {MAX_BATCH}
+    input [ {{ name: "INPUT" data_type: TYPE_FP32 dims: [ {LAYERS[0]} ] }} ]
+    output [ {{ name: "OUTPUT" data_type: TYPE_FP32 dims: [ {LAYERS[-1]} ] }} ]
+    instance_group [ {{ kind: KIND_CPU count: {INSTANCES} }} ]
+    {batching}
+    """
+
+
+BATCHED = "dynamic_batching { max_queue_delay_microseconds: 1000 }"
+TUNED = BATCHED + "".join(
+    f' parameters {{ key: "nereid.dynamic_batching.{key}" value: {{ string_value: "true" }} }}'
+    for key in ("idle_bypass", "balance_instances")
+)
+
+
+class Overlap:
+    """A request observer: how long two instances of a model execute at the same time."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[float, int]] = []
+
+    def on_execution_start(self, instance, batch) -> None:
+        self.events.append((time.perf_counter(), 1))
+
+    def on_execution_end(self, instance, batch) -> None:
+        self.events.append((time.perf_counter(), -1))
+
+    def both_busy(self) -> float:
+        """The fraction of the time since the first event with two batches executing."""
+        events, self.events = sorted(self.events), []
+        if len(events) < 2:
+            return 0.0
+        busy, both, last = 0, 0.0, events[0][0]
+        for when, change in events:
+            if busy >= 2:
+                both += when - last
+            busy, last = busy + change, when
+        return both / max(events[-1][0] - events[0][0], 1e-9)
+
+
+async def serve(
+    server: Server, model: str, concurrency: int, seconds: float, overlap: Overlap
+) -> dict:
+    """Keep ``concurrency`` requests in flight for ``seconds``: rows/s, p50 latency (s), the
+    mean batch size the model executed and the fraction of time both instances executed."""
+    api = server.api
+    loop = asyncio.get_running_loop()
+    sample = np.random.default_rng(1).standard_normal((1, LAYERS[0]), dtype=np.float32)
+    latencies: list[float] = []
+    before = api.model_statistics(model)[0]
+    deadline = loop.time() + seconds
+
+    async def client() -> None:
+        while loop.time() < deadline:
+            start = time.perf_counter()
+            await api.infer(InferenceRequest(model, [Tensor("INPUT", sample)])).single()
+            latencies.append(time.perf_counter() - start)
+
+    overlap.events.clear()
+    start = loop.time()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    elapsed = loop.time() - start
+    await asyncio.sleep(0.01)  # statistics are recorded just after the responses
+    after = api.model_statistics(model)[0]
+    executions = after["execution_count"] - before["execution_count"]
+    rows = after["inference_count"] - before["inference_count"]
+    return {
+        "throughput": len(latencies) / elapsed,
+        "p50": statistics.median(latencies),
+        "batch": rows / max(executions, 1),
+        "both_busy": overlap.both_busy(),
+    }
+
+
+def bare(mlp: MLP, batch: int, seconds: float, threads: int = INSTANCES) -> float:
+    """Rows/s of ``threads`` threads running the MLP back to back at ``batch`` rows."""
+    x = np.random.default_rng(2).standard_normal((batch, LAYERS[0]), dtype=np.float32)
+    counts = [0] * threads
+    start_line = threading.Barrier(threads + 1)
+    stop = time.perf_counter() + seconds + 0.05
+
+    def run(index: int) -> None:
+        start_line.wait()
+        while time.perf_counter() < stop:
+            mlp(x)
+            counts[index] += batch
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    start_line.wait()
+    began = time.perf_counter()
+    for worker in workers:
+        worker.join()
+    return sum(counts) / (time.perf_counter() - began)
+
+
+async def main(rounds: int, seconds: float, concurrency: int, tuned: bool) -> None:
+    root = tempfile.mkdtemp()
+    repository = ModelRepositoryBuilder(root)
+    repository.add("batched", config(BATCHED))
+    repository.add("plain", config(""))
+    variants = ["batched"]
+    if tuned:
+        repository.add("tuned", config(TUNED))
+        variants.append("tuned")
+    server = Server(root, plugins=[BenchmarkPlugin()], log_info=False)
+    await server.start()
+    overlap = Overlap()
+    server.observers.add(overlap)
+    mlp = MLP()
+    # Best of the rounds: highest throughput (and the batch size it ran at), lowest p50, and the
+    # highest bare-loop rate seen at each batch size.
+    served: dict[str, tuple[float, float]] = {}
+    p50: dict[str, float] = {}
+    bare_rates: dict[int, float] = {}
+    try:
+        for model in [*variants, "plain"]:  # warm up every model and BLAS
+            await serve(server, model, concurrency, 0.5, overlap)
+        for index in range(rounds):
+            line = [f"round {index + 1}:"]
+            for model in [*variants, "plain"]:
+                high = await serve(server, model, concurrency, seconds, overlap)
+                if model not in served or high["throughput"] > served[model][0]:
+                    served[model] = (high["throughput"], high["batch"])
+                line.append(f"{model} c{concurrency} {high['throughput']:,.0f}/s")
+                if model != "plain":
+                    batch = max(1, round(high["batch"]))
+                    rate = await asyncio.to_thread(bare, mlp, batch, seconds)
+                    bare_rates[batch] = max(rate, bare_rates.get(batch, 0.0))
+                    line.append(
+                        f"(batch {high['batch']:.1f}, both instances busy "
+                        f"{high['both_busy']:.0%}; bare {rate:,.0f}/s)"
+                    )
+            for model in [*variants, "plain"]:
+                low = await serve(server, model, 1, seconds / 2, overlap)
+                p50[model] = min(low["p50"], p50.get(model, float("inf")))
+                line.append(f"{model} c1 p50 {low['p50'] * 1e3:.2f} ms")
+            print(" ".join(line), flush=True)
+    finally:
+        await server.stop()
+
+    print()
+    plain_rate = served["plain"][0]
+    for model in variants:
+        label = "" if model == "batched" else "  [tuned: idle_bypass + balance_instances]"
+        rate, batch = served[model]
+        reference = bare_rates[max(1, round(batch))]
+        print(f"mean batch size at concurrency {concurrency}:         {batch:.1f}{label}")
+        print(
+            f"served / bare loop at that batch size:       {rate / reference:.2f}  "
+            f"(target >= 0.85)  [{rate:,.0f} vs {reference:,.0f} rows/s]{label}"
+        )
+        print(
+            f"batched / unbatched throughput:              {rate / plain_rate:.2f}  "
+            f"(target >= 3)  [{rate:,.0f} vs {plain_rate:,.0f} req/s]{label}"
+        )
+        print(
+            f"p50 at concurrency 1, batched / unbatched:   {p50[model] / p50['plain']:.2f}  "
+            f"(target <= 1.3)  [{p50[model] * 1e3:.2f} vs {p50['plain'] * 1e3:.2f} ms]{label}"
+        )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--tuned", action="store_true", help="also the opt-in parameters")
+    args = parser.parse_args()
+    limits = threadpool_limits(1) if threadpool_limits is not None else contextlib.nullcontext()
+    with limits:
+        asyncio.run(main(args.rounds, args.seconds, args.concurrency, args.tuned))

@@ -1,0 +1,618 @@
+"""The ``dynamic`` scheduler: Triton's dynamic batcher on Nereid's pull-based scheduler contract.
+
+Queues
+    One queue per priority level (a single one without ``priority_levels``), each with its queue
+    policy, and behind each a "delayed" queue for requests whose timeout expired under the DELAY
+    action. The batch order is: level 1's queue, level 1's delayed queue, level 2's queue, ...
+
+Batch formation (``_plan``, Triton's ``GetDynamicBatch``)
+    Walk that order from the front, adding requests while the batch stays within
+    ``max_batch_size`` rows and each request's inputs can be batched with the first one's (same
+    non-batch shape for every variable-shape input that is not ``allow_ragged_batch``, same
+    inputs present, same shape-tensor values). The walk stops at the first request that does
+    not fit: order is never broken to fill a batch. On the way it notes the largest prefix whose
+    rows are a preferred batch size, or, failing that, the prefix that fits under the largest
+    preferred size. Then:
+
+    - such a prefix was noted and the oldest request has not waited the delay: send it;
+    - the batch is full, cannot grow (the next request does not fit), has reached the largest
+      preferred size, or the delay is 0, or the oldest request in it has waited
+      ``max_queue_delay_microseconds``: send it all;
+    - else wait until that delay expires, or until a new request may complete the batch.
+
+    Opt-in model parameters beyond Triton: ``nereid.dynamic_batching.idle_bypass`` sends as if
+    the delay were 0 while no batch of the model is executing; and
+    ``nereid.dynamic_batching.balance_instances`` shares a ready batch evenly among the
+    instances not executing at that moment.
+
+Pulling
+    Free instances pull. One of them at a time, the *leader*, waits on the event loop for a batch
+    to be ready (``context.clock`` for every wait); the others wait their turn behind it. An
+    instance that has just executed a batch also asks from its own thread (``poll_batch``) and
+    takes a batch that is ready now without a trip through the loop. All queue state is guarded
+    by one ``threading.Lock``.
+
+Queue policies
+    ``max_queue_size`` rejects at ``enqueue`` (UNAVAILABLE "Exceeds maximum queue size"); a
+    request's timeout (``default_timeout_microseconds``, or the request's ``timeout_us`` when
+    ``allow_timeout_override`` and it is shorter, as Triton) is watched by a timer task: REJECT
+    fails it UNAVAILABLE "Request timeout expired", DELAY moves it to its level's delayed queue.
+    A request cancelled while queued leaves the queue at once and fails CANCELLED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import heapq
+import itertools
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from nereid.config.loading import ConfigError
+from nereid.errors import CancelledError, UnavailableError
+from nereid.runtime.mailbox import LoopMailbox
+from nereid.scheduler import SchedulerContext
+from nereid.types import InferenceRequest
+
+from .ordering import Sequencer
+from .ragged import BATCH_CONTEXT_KEY, BatchSpec
+
+_REJECT, _DELAY = 0, 1  # ModelQueuePolicy.TimeoutAction
+IDLE_BYPASS_PARAMETER = "nereid.dynamic_batching.idle_bypass"
+BALANCE_PARAMETER = "nereid.dynamic_batching.balance_instances"
+_TRUE = ("true", "1", "yes", "on")
+
+
+class _Entry:
+    """A queued request: its rows, batching key, level, enqueue time and timeout deadline.
+    ``where`` is the deque it is in, ``None`` once it has left the queue. Calling it is the
+    request's cancel callback."""
+
+    __slots__ = ("deadline", "enqueued", "key", "level", "request", "rows", "scheduler", "where")
+
+    def __init__(
+        self,
+        scheduler: DynamicBatcher,
+        request: InferenceRequest,
+        rows: int,
+        key: Any,
+        level: _Level,
+        now: int,
+    ) -> None:
+        self.scheduler = scheduler
+        self.request = request
+        self.rows = rows
+        self.key = key
+        self.level = level
+        self.enqueued = now
+        self.deadline = 0
+        self.where: collections.deque | None = level.queue
+
+    def __call__(self) -> None:
+        self.scheduler._cancelled(self)
+
+
+class _Level:
+    """One priority level: its queue, its delayed queue and its queue policy."""
+
+    __slots__ = ("allow_override", "delayed", "max_size", "queue", "timeout_action", "timeout_ns")
+
+    def __init__(self, policy: Any) -> None:
+        self.queue: collections.deque[_Entry] = collections.deque()
+        self.delayed: collections.deque[_Entry] = collections.deque()
+        self.max_size = policy.max_queue_size
+        self.timeout_ns = policy.default_timeout_microseconds * 1000
+        self.allow_override = policy.allow_timeout_override
+        self.timeout_action = policy.timeout_action
+
+    def size(self) -> int:
+        return len(self.queue) + len(self.delayed)
+
+
+def _batch_key_function(config: Any) -> Callable[[InferenceRequest], Any] | None:
+    """What two requests must share to be batched together, or ``None`` when any two can be:
+    the shape of each variable-shape input that is not ragged, the values of shape tensors, and
+    (when some input is optional) which inputs are present. Triton's rule."""
+    shaped = [
+        i.name
+        for i in config.input
+        if not i.allow_ragged_batch and not i.is_shape_tensor and any(d < 0 for d in i.dims)
+    ]
+    shape_tensors = [i.name for i in config.input if i.is_shape_tensor]
+    optional = any(i.optional for i in config.input)
+    if not shaped and not shape_tensors and not optional:
+        return None
+
+    def key(request: InferenceRequest) -> Any:
+        inputs = request.inputs
+        parts: list[Any] = []
+        for name in shaped:
+            tensor = inputs.get(name)
+            parts.append(tensor.shape[1:] if tensor is not None else None)
+        for name in shape_tensors:
+            tensor = inputs.get(name)
+            parts.append(
+                (tensor.shape[1:], tensor.data[:1].tobytes()) if tensor is not None else None
+            )
+        if optional:
+            parts.append(frozenset(inputs))
+        return tuple(parts)
+
+    return key
+
+
+class DynamicBatcher:
+    """See the module docstring."""
+
+    uses_instances = True
+
+    def __init__(self, context: SchedulerContext) -> None:
+        self.context = context
+        config = context.config
+        batching = config.dynamic_batching
+        self._clock = context.clock
+        self._max_batch = max(1, config.max_batch_size)
+        self._preferred = frozenset(s for s in batching.preferred_batch_size if s > 0)
+        self._limit = max(self._preferred) if self._preferred else self._max_batch
+        self._delay_ns = batching.max_queue_delay_microseconds * 1000
+        self._key = _batch_key_function(config)
+        self._levels, self._level_of = self._make_levels(context.model_name, batching)
+        self._single = self._levels[0] if len(self._levels) == 1 else None
+        # Wake the leader on every enqueue only when a new request can change the decision
+        # before the batch is full or the delay expires.
+        self._eager = bool(self._preferred) or self._key is not None or len(self._levels) > 1
+        self._sequencer = Sequencer() if batching.preserve_ordering else None
+        self._spec = BatchSpec.from_config(config)
+        # Opt-in, beyond Triton: while no batch of this model is executing, do not wait for the
+        # delay (see docs/dynamic_batching.md).
+        bypass = config.parameters.get(IDLE_BYPASS_PARAMETER)
+        self._idle_bypass = bypass is not None and bypass.string_value.lower() in _TRUE
+        balance = config.parameters.get(BALANCE_PARAMETER)
+        self._balance = balance is not None and balance.string_value.lower() in _TRUE
+        # Batches handed out and not yet done, counted for the two parameters above.
+        self._track = self._idle_bypass or self._balance
+        self._executing = 0
+        self._instances = len(context.instances)
+        self._release = 0  # takes that go without waiting: shares of a split batch
+        self._lock = threading.Lock()
+        self._count = 0  # entries queued, all levels
+        self._rows = 0
+        self._deadlines: list[tuple[int, int, _Entry]] = []
+        self._order = itertools.count()
+        self._stopped = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._mailbox: LoopMailbox | None = None
+        self._leader: Any = None
+        self._wake: asyncio.Future | None = None
+        # Idle instances waiting behind the leader: (instance handle, future).
+        self._followers: collections.deque[tuple[Any, asyncio.Future]] = collections.deque()
+        self._timer: asyncio.Task | None = None
+        self._timer_at = 0
+        self._reaper: asyncio.Task | None = None
+        self._reaper_at = 0
+
+    @staticmethod
+    def _make_levels(model: str, batching: Any) -> tuple[list[_Level], Callable[[int], _Level]]:
+        levels_count = batching.priority_levels
+        if levels_count == 0:
+            level = _Level(batching.default_queue_policy)
+            return [level], lambda priority: level
+        default = batching.default_priority_level
+        if not 1 <= default <= levels_count:
+            raise ConfigError(
+                f"model '{model}': dynamic_batching.default_priority_level must be in range "
+                f"[1, {levels_count}], got {default}"
+            )
+        for key in batching.priority_queue_policy:
+            if not 1 <= key <= levels_count:
+                raise ConfigError(
+                    f"model '{model}': dynamic_batching.priority_queue_policy has level {key}, "
+                    f"outside [1, {levels_count}]"
+                )
+        levels = [
+            _Level(batching.priority_queue_policy.get(number, batching.default_queue_policy))
+            for number in range(1, levels_count + 1)
+        ]
+        default_level = levels[default - 1]
+
+        def level_of(priority: int) -> _Level:
+            # 0 (unset) and values beyond the last level take the default level, as Triton.
+            if 1 <= priority <= levels_count:
+                return levels[priority - 1]
+            return default_level
+
+        return levels, level_of
+
+    # -- enqueue (event loop) ------------------------------------------------------------------
+
+    def enqueue(self, request: InferenceRequest) -> None:
+        if self._stopped:
+            raise UnavailableError(f"model '{self.context.model_name}' is not accepting requests")
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._mailbox = LoopMailbox.of(self._loop)
+            if self._sequencer is not None:
+                self._sequencer.mailbox = self._mailbox
+        now = self._clock.now_ns()
+        level = self._single or self._level_of(request.priority)
+        rows = request.batch_size or 1
+        key = self._key
+        entry = _Entry(self, request, rows, key(request) if key else None, level, now)
+        timeout = level.timeout_ns
+        if level.allow_override and request.timeout_us:
+            override = request.timeout_us * 1000
+            if override < timeout:  # Triton: a request may shorten, never lengthen, the timeout
+                timeout = override
+        with self._lock:
+            if level.max_size and level.size() >= level.max_size:
+                raise UnavailableError(
+                    f"[request id: {request.id or '<id_unknown>'}] Exceeds maximum queue size"
+                )
+            level.queue.append(entry)
+            self._count += 1
+            self._rows += rows
+            if timeout:
+                entry.deadline = now + timeout
+                heapq.heappush(self._deadlines, (entry.deadline, next(self._order), entry))
+            wake = self._eager or self._count == 1 or self._rows >= self._limit
+        request.on_cancel(entry)
+        if request.cancelled:  # cancelled before it reached the queue
+            entry()
+            return
+        if timeout and (self._reaper is None or entry.deadline < self._reaper_at):
+            self._start_reaper(entry.deadline)
+        if wake:
+            self._poke()
+
+    def _cancelled(self, entry: _Entry) -> None:
+        """A request was cancelled (any thread): if it is still queued it leaves the queue and
+        fails CANCELLED; once dispatched, the model decides (``request.is_cancelled()``)."""
+        with self._lock:
+            if not self._remove(entry):
+                return
+        entry.request.fail(CancelledError("Request was cancelled"))
+        self._poke_threadsafe()
+
+    def _remove(self, entry: _Entry) -> bool:
+        """Take a still-queued entry out of its queue (lock held)."""
+        queue = entry.where
+        if queue is None:
+            return False
+        if queue[0] is entry:
+            queue.popleft()
+        else:
+            queue.remove(entry)
+        entry.where = None
+        self._count -= 1
+        self._rows -= entry.rows
+        if not self._count:
+            self._release = 0  # released shares are for requests queued now
+        return True
+
+    # -- batch formation (lock held; event loop or an instance thread) -------------------------
+
+    def _plan(self, now: int, cap: int = 0) -> tuple[int, int, int]:
+        """What to send now: ``(entries, rows, 0)``, the first ``entries`` queue entries in batch
+        order; or ``(0, 0, when)``: nothing is ready before clock time ``when`` (0: not before a
+        new request). With ``cap``, the largest batch of at most ``cap`` rows, ready or not."""
+        if self._count == 0:
+            return 0, 0, 0
+        max_rows = cap or self._max_batch
+        most_preferred = cap or self._limit
+        preferred = () if cap else self._preferred
+        check = self._key is not None
+        count = rows = best = 0
+        key = None
+        oldest = now
+        blocked = False  # the next request cannot join: the batch cannot grow
+        for level in self._levels:
+            for queue in (level.queue, level.delayed):
+                for entry in queue:
+                    if count:
+                        if rows + entry.rows > max_rows or (check and entry.key != key):
+                            blocked = True
+                            break
+                        if not best and rows + entry.rows > most_preferred:
+                            best = count  # what fits under the largest preferred size
+                    else:
+                        key = entry.key
+                    count += 1
+                    rows += entry.rows
+                    if entry.enqueued < oldest:
+                        oldest = entry.enqueued
+                    if rows in preferred:
+                        best = count
+                    if rows >= max_rows:
+                        blocked = True
+                        break
+                if blocked:
+                    break
+            if blocked:
+                break
+        if cap:
+            return count, rows, 0
+        delay = self._delay_ns
+        if delay == 0 or self._release or (self._idle_bypass and not self._executing):
+            expired = wait = False  # send now: a preferred prefix if one was reached, else all
+        else:
+            expired = self._stopped or now - oldest >= delay
+            wait = not expired and not blocked and rows < most_preferred
+        if best and not expired:
+            if best < count:
+                rows = 0
+                for index, entry in enumerate(self._entries()):
+                    if index == best:
+                        break
+                    rows += entry.rows
+            return best, rows, 0
+        if wait:
+            return 0, 0, oldest + delay
+        return count, rows, 0
+
+    def _entries(self):
+        for level in self._levels:
+            yield from level.queue
+            yield from level.delayed
+
+    def _pop(self, count: int) -> list[InferenceRequest] | None:
+        """Take the first ``count`` entries out of the queues and hand their requests out as a
+        batch: tagged for ragged batching, in line for ordering."""
+        batch = []
+        rows = 0
+        for level in self._levels:
+            for queue in (level.queue, level.delayed):
+                while count and queue:
+                    entry = queue.popleft()
+                    entry.where = None
+                    count -= 1
+                    rows += entry.rows
+                    self._count -= 1
+                    request = entry.request
+                    if not request.final_sent:
+                        batch.append(request)
+                if not count:
+                    break
+            if not count:
+                break
+        self._rows -= rows
+        if not batch:
+            return None
+        if self._track:
+            self._executing += 1
+            if self._release:
+                self._release = self._release - 1 if self._count else 0
+        sequencer = self._sequencer
+        spec = self._spec
+        if sequencer is not None or spec is not None:
+            for request in batch:
+                if sequencer is not None:
+                    sequencer.admit(request)
+                if spec is not None:
+                    request.context[BATCH_CONTEXT_KEY] = spec
+        return batch
+
+    def _take(self, now: int) -> tuple[list[InferenceRequest] | None, int]:
+        """The batch to send now, or ``(None, when)`` (see ``_plan``)."""
+        count, _, when = self._plan(now)
+        return (self._pop(count) if count else None), when
+
+    def _take_shared(self, now: int) -> tuple[list[InferenceRequest] | None, int]:
+        """On the loop, for the leader: as ``_take``, but with ``balance_instances`` a ready
+        batch larger than an even share of the queue among the instances not executing is
+        split: the leader takes one share, idle instances waiting behind it get theirs at once,
+        and the shares of instances on their way back (their batch just ended) wait for them
+        without the delay."""
+        count, rows, when = self._plan(now)
+        if not count:
+            return None, when
+        free = self._instances - self._executing  # the leader included
+        if free > 1 and -(-self._rows // free) < rows:
+            waiting = sum(1 for i, f in self._followers if not f.done() and not i.retired)
+            first = None
+            for left in range(free, max(free - waiting, 1) - 1, -1):
+                count, _, _ = self._plan(now, cap=-(-self._rows // left))
+                if not count:
+                    break
+                batch = self._pop(count)
+                if batch is None:
+                    continue
+                if first is None:
+                    first = batch
+                else:
+                    self._hand_off(batch)
+            self._release = min(free - 1 - waiting, self._count) if self._count else 0
+            return first, now
+        return self._pop(count), 0
+
+    def _hand_off(self, batch: list[InferenceRequest]) -> None:
+        followers = self._followers
+        while followers:
+            instance, future = followers.popleft()
+            if not future.done() and not instance.retired:
+                future.set_result(batch)
+                return
+            if not future.done():
+                future.set_result(None)
+        raise AssertionError("no idle instance to hand a batch to")
+
+    # -- pulling -------------------------------------------------------------------------------
+
+    async def next_batch(self, instance: Any) -> list[InferenceRequest] | None:
+        while True:
+            if instance.retired:
+                return None
+            if self._leader is None:
+                break
+            if self._stopped and self._count == 0:
+                return None
+            follower = asyncio.get_running_loop().create_future()
+            self._followers.append((instance, follower))
+            batch = await follower
+            if batch is not None:
+                return batch  # handed over by the leader
+        self._leader = instance
+        try:
+            return await self._lead(instance)
+        finally:
+            self._leader = None
+            self._promote()
+
+    async def _lead(self, instance: Any) -> list[InferenceRequest] | None:
+        loop = asyncio.get_running_loop()
+        clock = self._clock
+        take = self._take_shared if self._balance else self._take
+        while True:
+            if instance.retired:
+                return None
+            with self._lock:
+                batch, when = take(clock.now_ns())
+            if batch is not None:
+                return batch
+            if self._stopped and self._count == 0:
+                return None
+            self._wake = wake = loop.create_future()
+            if when:
+                self._arm(when)
+            try:
+                await wake
+            finally:
+                self._wake = None
+
+    def poll_batch(self, instance: Any) -> list[InferenceRequest] | None:
+        """From an instance's thread: a batch if one is ready now (full, preferred, delay
+        expired, or delay 0), else ``None``; never waits."""
+        if self._count == 0:
+            return None
+        with self._lock:
+            batch, _ = self._take(self._clock.now_ns())
+        return batch
+
+    def batch_done(self, instance: Any, batch: list[InferenceRequest]) -> None:
+        if self._track:
+            with self._lock:
+                self._executing -= 1
+                idle = self._idle_bypass and self._executing == 0 and self._count > 0
+            if idle:  # the waiting batch may go now; a loop pass later, so that the requests
+                # the batch's clients send back on its responses are in it
+                self._loop.call_soon(self._poke)
+
+    def instances_changed(self, instances: list[Any]) -> None:
+        self._instances = len(instances)
+        self._poke()
+        self._wake_followers()
+
+    # -- wake-ups (event loop) -----------------------------------------------------------------
+
+    def _poke(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    def _poke_threadsafe(self) -> None:
+        if self._mailbox is not None:
+            self._mailbox.call(self._poke)
+
+    def _promote(self) -> None:
+        followers = self._followers
+        while followers:
+            _, follower = followers.popleft()
+            if not follower.done():
+                follower.set_result(None)
+                return
+
+    def _wake_followers(self) -> None:
+        followers, self._followers = self._followers, collections.deque()
+        for _, follower in followers:
+            if not follower.done():
+                follower.set_result(None)
+
+    def _arm(self, when: int) -> None:
+        """Wake the leader at clock time ``when`` (one timer; kept when already set for then)."""
+        timer = self._timer
+        if timer is not None and not timer.done():
+            if self._timer_at == when:
+                return
+            timer.cancel()
+        self._timer_at = when
+        self._timer = asyncio.get_running_loop().create_task(self._alarm(when))
+
+    async def _alarm(self, when: int) -> None:
+        await self._clock.sleep_until(when)
+        self._poke()
+
+    # -- timeouts (event loop) -----------------------------------------------------------------
+
+    def _start_reaper(self, when: int) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+        self._reaper_at = when
+        self._reaper = asyncio.get_running_loop().create_task(self._reap(when))
+
+    async def _reap(self, when: int) -> None:
+        """Sleep until the earliest timeout, apply the queue policy to every request whose
+        timeout has expired, and go on while any request has one."""
+        clock = self._clock
+        while True:
+            await clock.sleep_until(when)
+            rejected: list[InferenceRequest] = []
+            moved = False
+            with self._lock:
+                now = clock.now_ns()
+                deadlines = self._deadlines
+                while deadlines and deadlines[0][0] <= now:
+                    _, _, entry = heapq.heappop(deadlines)
+                    level = entry.level
+                    if entry.where is not level.queue:
+                        continue  # gone, or already delayed
+                    if level.timeout_action == _DELAY:
+                        self._remove(entry)
+                        level.delayed.append(entry)
+                        entry.where = level.delayed
+                        self._count += 1
+                        self._rows += entry.rows
+                        moved = True
+                    else:
+                        self._remove(entry)
+                        rejected.append(entry.request)
+                when = deadlines[0][0] if deadlines else 0
+                self._reaper_at = when
+            error = UnavailableError("Request timeout expired")
+            for request in rejected:
+                request.fail(error)
+            if rejected or moved:
+                self._poke()
+            if not when:
+                self._reaper = None
+                return
+
+    # -- stop ----------------------------------------------------------------------------------
+
+    async def stop(self, drain: bool) -> None:
+        self._stopped = True
+        failed: list[InferenceRequest] = []
+        if not drain:
+            with self._lock:
+                for level in self._levels:
+                    for queue in (level.queue, level.delayed):
+                        for entry in queue:
+                            entry.where = None
+                            failed.append(entry.request)
+                        queue.clear()
+                self._count = self._rows = 0
+        error = UnavailableError("model is unloading")
+        for request in failed:
+            request.fail(error)
+        for task in (self._timer, self._reaper):
+            if task is not None:
+                task.cancel()
+        self._reaper = None
+        self._poke()
+        self._wake_followers()
+
+    # -- introspection (tests, metrics) --------------------------------------------------------
+
+    def queued(self) -> int:
+        """Requests waiting in the queues now."""
+        return self._count
