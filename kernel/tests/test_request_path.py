@@ -76,7 +76,7 @@ async def server(start_server, model_repository):
         output [ { name: "Y" data_type: TYPE_FP32 dims: [ 4 ] reshape: { shape: [ 2, 2 ] } } ]
         """,
     )
-    return await start_server()
+    return await start_server(allow_client_shm=True)
 
 
 async def infer(server, model, inputs, **kwargs):
@@ -411,6 +411,13 @@ async def test_shared_memory_registered_and_read_back(server, tmp_path):
     finally:
         shm.destroy_shared_memory_region(in_handle)
         shm.destroy_shared_memory_region(out_handle)
+
+
+async def test_shared_memory_refused_unless_allowed(start_server, model_repository):
+    model_repository.identity("simple", dims="[ 4 ]")
+    server = await start_server()
+    with pytest.raises(UnavailableError, match="--allow-client-shm=true"):
+        server.api.system_shm.register("in", "/nereid_test_never", 0, 16)
 
 
 async def test_unavailable_after_unload(server):

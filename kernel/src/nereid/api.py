@@ -47,7 +47,9 @@ _FAILURE_BY_KIND = {
 class InferenceService:
     def __init__(self, server: Server) -> None:
         self._server = server
-        self.system_shm = SystemSharedMemoryManager()
+        self.system_shm = SystemSharedMemoryManager(
+            enabled=bool(getattr(server.options, "allow_client_shm", False))
+        )
         self.cuda_shm = CudaSharedMemoryManager()
         self.custom_metrics = CustomMetricsRegistry()
         self.log_settings = server.log_settings

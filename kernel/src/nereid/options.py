@@ -144,6 +144,16 @@ def add_kernel_options(parser: argparse.ArgumentParser) -> None:
     server = parser.add_argument_group("server")
     server.add_argument("--id", default="nereid", help="server identifier")
     server.add_argument(
+        "--allow-client-shm",
+        type=str2bool,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="let clients register system shared-memory regions and use them for tensors, "
+        "over every frontend (default false, as current tritonserver)",
+    )
+    server.add_argument(
         "--strict-readiness",
         type=str2bool,
         default=True,

@@ -12,10 +12,19 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, UnsupportedError
+from .errors import (
+    AlreadyExistsError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnavailableError,
+    UnsupportedError,
+)
 from .types import DataType, Tensor
 
 SHM_ROOT = "/dev/shm"
+SHM_DISABLED_MESSAGE = (
+    "Client shared memory is disabled. Start the server with '--allow-client-shm=true' to enable."
+)
 
 
 @dataclass
@@ -36,13 +45,17 @@ class SystemRegion:
 
 
 class SystemSharedMemoryManager:
-    """POSIX shared-memory regions by name."""
+    """POSIX shared-memory regions by name. With ``enabled`` false (``--allow-client-shm``
+    off) nothing can be registered, so no request can read or write a region."""
 
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
         self._regions: dict[str, SystemRegion] = {}
         self._lock = threading.Lock()
 
     def register(self, name: str, key: str, offset: int, byte_size: int) -> None:
+        if not self.enabled:
+            raise UnavailableError(SHM_DISABLED_MESSAGE)
         with self._lock:
             if name in self._regions:
                 raise AlreadyExistsError(f"shared memory region '{name}' already in manager")

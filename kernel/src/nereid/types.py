@@ -276,6 +276,7 @@ class ResponseStream:
 
     __slots__ = (
         "_closed",
+        "_consumer",
         "_items",
         "_loop",
         "_mailbox",
@@ -299,6 +300,7 @@ class ResponseStream:
         self._transform: Callable[[InferenceResponse], InferenceResponse] | None = None
         self._on_cancel: Callable[[], None] | None = None
         self._on_response: Callable[[ResponseStream, InferenceResponse], None] | None = None
+        self._consumer: Callable[[InferenceResponse], None] | None = None
         self.request: InferenceRequest | None = None
         self.model: Any = None
         self.delivered = 0
@@ -320,10 +322,24 @@ class ResponseStream:
         if self._on_response is not None:
             self._on_response(self, response)
         self.delivered += 1
+        if self._consumer is not None:
+            self._consumer(response)
+            return
         self._items.append(response)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def consume(self, callback: Callable[[InferenceResponse], None]) -> None:
+        """Take the responses by callback instead of iterating the stream: ``callback(response)``
+        runs on the event loop for each response as it is delivered (any delivered already, at
+        once), and the stream keeps none. For code on the loop that reacts to other models'
+        answers, such as an ensemble's steps, without a task per request. Call it on the loop;
+        do not iterate the stream afterwards."""
+        self._consumer = callback
+        items = self._items
+        while items:
+            callback(items.popleft())
 
     def cancel(self) -> None:
         """The consumer has gone: cancel the request behind the stream."""

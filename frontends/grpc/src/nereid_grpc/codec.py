@@ -22,6 +22,7 @@ from nereid import (
     Tensor,
     UnavailableError,
 )
+from nereid.shared_memory import SHM_DISABLED_MESSAGE
 from nereid.types import deserialize_bytes, serialize_bytes
 
 from .protos import grpc_service_pb2 as pb
@@ -31,9 +32,7 @@ ModelInferResponse = pb.ModelInferResponse
 ModelStreamInferResponse = pb.ModelStreamInferResponse
 _OutputTensor = pb.ModelInferResponse.InferOutputTensor
 
-SHM_DISABLED = (
-    "Client shared memory is disabled. Start the server with '--allow-client-shm=true' to enable."
-)
+
 EMPTY_FINAL_PARAMETER = "triton_enable_empty_final_response"
 FINAL_RESPONSE_PARAMETER = "triton_final_response"
 _RESERVED = (EMPTY_FINAL_PARAMETER,)
@@ -259,7 +258,7 @@ def decode_request(
         params = _tensor_parameters(name, tensor.parameters) if tensor.parameters else None
         if params and "shared_memory_region" in params:
             if not allow_shm:
-                raise UnavailableError(SHM_DISABLED)
+                raise UnavailableError(SHM_DISABLED_MESSAGE)
             if tensor.HasField("contents"):
                 raise InvalidArgumentError(
                     "unexpected 'content' provided when using shared memory for input tensor "
@@ -324,7 +323,7 @@ def decode_request(
                     )
             if shm:
                 if not allow_shm:
-                    raise UnavailableError(SHM_DISABLED)
+                    raise UnavailableError(SHM_DISABLED_MESSAGE)
                 # Fails now (as Triton does) for an unknown region or one too small.
                 api.system_shm.view(
                     params["shared_memory_region"],

@@ -83,13 +83,3 @@ def add_cli_options(parser: argparse.ArgumentParser) -> None:
     keepalive.add_argument("--grpc-http2-max-ping-strikes", type=int, default=2)
     keepalive.add_argument("--grpc-max-connection-age", type=int, default=0, metavar="MS")
     keepalive.add_argument("--grpc-max-connection-age-grace", type=int, default=0, metavar="MS")
-    # Triton's --allow-client-shm is server-wide: any frontend that serves shared memory may
-    # define it, so define it only once.
-    if "--allow-client-shm" not in parser._option_string_actions:
-        server = parser.add_argument_group("shared memory")
-        _flag(
-            server,
-            "--allow-client-shm",
-            False,
-            "let clients register system shared memory and use it for inputs and outputs",
-        )

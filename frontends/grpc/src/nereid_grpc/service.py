@@ -333,7 +333,7 @@ class GrpcService:
 
     async def SystemSharedMemoryRegister(self, request: Any, context: Any) -> Any:
         if not self.allow_shm:
-            raise UnavailableError(codec.SHM_DISABLED)
+            raise UnavailableError(codec.SHM_DISABLED_MESSAGE)
         self.api.system_shm.register(request.name, request.key, request.offset, request.byte_size)
         return pb.SystemSharedMemoryRegisterResponse()
 

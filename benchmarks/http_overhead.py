@@ -1,0 +1,353 @@
+"""HTTP frontend overhead: ``nereid serve`` with the identity backend against a minimal aiohttp app.
+
+Both servers answer the same inference request (one FP32[1,16] input, the same output back),
+JSON and binary, under the same load from ``wrk`` (concurrency 16):
+
+(a) a minimal aiohttp app (one route, no model, no queue) that decodes the request into numpy
+    and encodes the response exactly as the wire format wants, with the same JSON library;
+(b) ``nereid serve`` on a temporary repository holding an identity model, HTTP frontend only.
+
+A and B are alternated over several rounds and the best of each is kept. The ratio (b)/(a) is
+what the frontend plus the kernel's request path cost relative to the cheapest possible
+aiohttp server. Each server is pinned to one core and wrk to another (``--no-pin`` to let
+them float), so both servers get the same CPU. Beside requests/s the script prints the
+servers' CPU time per request (all threads, from ``/proc``), which is far less sensitive to
+other load on a shared machine. Run from the repository root::
+
+    python benchmarks/http_overhead.py [--rounds 3] [--duration 5] [--connections 16]
+
+Needs ``wrk`` (``apt-get install -y wrk``) and the nereid and nereid-http distributions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+MODEL = "identity"
+SHAPE = [1, 16]
+
+BASELINE_APP = textwrap.dedent(
+    """
+    import sys
+
+    import numpy as np
+    import orjson
+    from aiohttp import web
+
+    OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+    async def infer(request):
+        body = await request.read()
+        header_length = request.headers.get("Inference-Header-Content-Length")
+        if header_length is None:
+            doc = orjson.loads(body)
+            item = doc["inputs"][0]
+            array = np.asarray(item["data"], dtype=np.float32).reshape(item["shape"])
+            out = {
+                "model_name": request.match_info["model"],
+                "model_version": "1",
+                "outputs": [
+                    {"name": "OUTPUT0", "datatype": "FP32", "shape": array.shape,
+                     "data": array.reshape(-1)}
+                ],
+            }
+            return web.Response(
+                body=orjson.dumps(out, option=OPTIONS),
+                headers={"Content-Type": "application/json"},
+            )
+        length = int(header_length)
+        view = memoryview(body)
+        doc = orjson.loads(view[:length])
+        item = doc["inputs"][0]
+        array = np.frombuffer(view[length:], dtype=np.float32).reshape(item["shape"])
+        out = {
+            "model_name": request.match_info["model"],
+            "model_version": "1",
+            "outputs": [
+                {"name": "OUTPUT0", "datatype": "FP32", "shape": array.shape,
+                 "parameters": {"binary_data_size": array.nbytes}}
+            ],
+        }
+        header = orjson.dumps(out, option=OPTIONS)
+        return web.Response(
+            body=b"".join([header, array]),
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Inference-Header-Content-Length": str(len(header)),
+            },
+        )
+
+
+    async def ready(request):
+        return web.Response()
+
+
+    app = web.Application()
+    app.router.add_post("/v2/models/{model}/infer", infer)
+    app.router.add_get("/v2/health/ready", ready)
+    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None,
+                print=None, handle_signals=True)
+    """
+)
+
+MODEL_CONFIG = """
+backend: "identity"
+max_batch_size: 8
+input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 16 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 16 ] } ]
+instance_group [ { kind: KIND_CPU count: 1 } ]
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def request_bodies() -> dict[str, tuple[bytes, dict[str, str]]]:
+    values = (np.arange(16, dtype=np.float32) * 0.25).reshape(SHAPE)
+    json_body = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "INPUT0",
+                    "shape": SHAPE,
+                    "datatype": "FP32",
+                    "data": values.ravel().tolist(),
+                }
+            ],
+            "outputs": [{"name": "OUTPUT0", "parameters": {"binary_data": False}}],
+        }
+    ).encode()
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "INPUT0",
+                    "shape": SHAPE,
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": values.nbytes},
+                }
+            ],
+            "outputs": [{"name": "OUTPUT0", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    return {
+        "json": (json_body, {"Content-Type": "application/json"}),
+        "binary": (
+            header + values.tobytes(),
+            {
+                "Content-Type": "application/octet-stream",
+                "Inference-Header-Content-Length": str(len(header)),
+            },
+        ),
+    }
+
+
+def lua_script(body: bytes, headers: dict[str, str]) -> str:
+    escaped = "".join(f"\\{b}" for b in body)  # decimal escapes keep every byte exact
+    lines = ['wrk.method = "POST"', f'wrk.body = "{escaped}"']
+    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
+    return "\n".join(lines) + "\n"
+
+
+def check_response(url: str, body: bytes, headers: dict[str, str]) -> None:
+    """One request by hand: the server answers 200 with OUTPUT0 equal to INPUT0."""
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        data = response.read()
+        length = response.headers.get("Inference-Header-Content-Length")
+    expected = (np.arange(16, dtype=np.float32) * 0.25).reshape(SHAPE)
+    if length is None:
+        out = json.loads(data)["outputs"][0]
+        got = np.asarray(out["data"], dtype=np.float32).reshape(out["shape"])
+    else:
+        got = np.frombuffer(data[int(length) :], dtype=np.float32).reshape(SHAPE)
+    if not np.array_equal(got, expected):
+        raise SystemExit(f"wrong answer from {url}: {got}")
+
+
+def wait_ready(port: int, process: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    url = f"http://127.0.0.1:{port}/v2/health/ready"
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited with {process.returncode} before becoming ready")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"server on port {port} not ready after {timeout}s")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process, all its threads (Linux ``/proc``), else None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(
+    url: str, script: Path, duration: int, connections: int, cpu: str | None, pid: int
+) -> tuple[float, int, float | None]:
+    """Requests/s, non-2xx count, and server CPU microseconds per request."""
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, duration)}s"]
+    command += ["-s", str(script), url]
+    if cpu is not None:
+        command = ["taskset", "-c", cpu, *command]
+    cpu_before = cpu_seconds(pid)
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    cpu_after = cpu_seconds(pid)
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    count = int(re.search(r"(\d+) requests in", output).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    errors = re.search(r"Socket errors:.*", output)
+    if errors:
+        print(f"    wrk: {errors.group(0)}", file=sys.stderr)
+    per_request = None
+    if cpu_before is not None and cpu_after is not None and count:
+        per_request = (cpu_after - cpu_before) / count * 1e6
+    return rate, int(bad.group(1)) if bad else 0, per_request
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per measurement")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not pin the servers and wrk to separate cores (they are pinned by default)",
+    )
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
+        return 2
+
+    # Server on one core, wrk on another, when the machine has them (same for A and B).
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    pin = not args.no_pin and len(cores) >= 2 and shutil.which("taskset") is not None
+    server_cpu = str(cores[0]) if pin else None
+    wrk_cpu = str(cores[1]) if server_cpu is not None else None
+
+    work = Path(tempfile.mkdtemp(prefix="nereid-bench-"))
+    processes: list[subprocess.Popen] = []
+    try:
+        model_dir = work / "models" / MODEL
+        (model_dir / "1").mkdir(parents=True)
+        (model_dir / "config.pbtxt").write_text(MODEL_CONFIG)
+        (work / "baseline.py").write_text(BASELINE_APP)
+
+        def launch(command: list[str]) -> subprocess.Popen:
+            if server_cpu is not None:
+                command = ["taskset", "-c", server_cpu, *command]
+            process = subprocess.Popen(
+                command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            processes.append(process)
+            return process
+
+        port_a, port_b = free_port(), free_port()
+        proc_a = launch([sys.executable, str(work / "baseline.py"), str(port_a)])
+        proc_b = launch(
+            [
+                sys.executable,
+                "-m",
+                "nereid.cli",
+                "serve",
+                "--model-repository",
+                str(work / "models"),
+                "--plugins",
+                "nereid-http",
+                "--http-address",
+                "127.0.0.1",
+                "--http-port",
+                str(port_b),
+                "--log-info",
+                "false",
+            ]
+        )
+        wait_ready(port_a, proc_a)
+        wait_ready(port_b, proc_b)
+
+        servers = {
+            "a": (f"http://127.0.0.1:{port_a}/v2/models/{MODEL}/infer", proc_a.pid),
+            "b": (f"http://127.0.0.1:{port_b}/v2/models/{MODEL}/infer", proc_b.pid),
+        }
+        best: dict[tuple[str, str], float] = {}
+        cpu: dict[tuple[str, str], float] = {}
+        for kind, (body, headers) in request_bodies().items():
+            script = work / f"{kind}.lua"
+            script.write_text(lua_script(body, headers))
+            for url, pid in servers.values():
+                check_response(url, body, headers)
+                run_wrk(url, script, args.warmup, args.connections, wrk_cpu, pid)
+            for round_index in range(args.rounds):
+                order = ("a", "b") if round_index % 2 == 0 else ("b", "a")
+                for name in order:
+                    url, pid = servers[name]
+                    rate, bad, per_request = run_wrk(
+                        url, script, args.duration, args.connections, wrk_cpu, pid
+                    )
+                    if bad:
+                        raise SystemExit(f"{name}/{kind}: {bad} non-2xx responses")
+                    shown = f"{per_request:7.1f} us CPU/req" if per_request is not None else ""
+                    print(
+                        f"  round {round_index + 1} {kind:6s} ({name}) {rate:10.1f} req/s  {shown}"
+                    )
+                    best[(name, kind)] = max(best.get((name, kind), 0.0), rate)
+                    if per_request is not None:
+                        cpu[(name, kind)] = min(cpu.get((name, kind), float("inf")), per_request)
+
+        print()
+        print(f"concurrency {args.connections}, best of {args.rounds} x {args.duration}s")
+        print(f"{'body':8s}{'(a) aiohttp':>14s}{'(b) nereid':>14s}{'(b)/(a)':>10s}   req/s")
+        for kind in ("json", "binary"):
+            a, b = best[("a", kind)], best[("b", kind)]
+            print(f"{kind:8s}{a:14.1f}{b:14.1f}{b / a:10.2f}")
+        if len(cpu) == 4:
+            # Server CPU per request (all threads) is robust to other load on the machine; its
+            # inverse ratio is the throughput ratio of CPU-bound servers.
+            print(
+                f"{'body':8s}{'(a) aiohttp':>14s}{'(b) nereid':>14s}{'(a)/(b)':>10s}   CPU us/req"
+            )
+            for kind in ("json", "binary"):
+                a, b = cpu[("a", kind)], cpu[("b", kind)]
+                print(f"{kind:8s}{a:14.1f}{b:14.1f}{a / b:10.2f}")
+        return 0
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
