@@ -81,6 +81,11 @@ class InferenceService:
             "extensions": self.extensions(),
         }
 
+    def scheduler_installed(self, name: str) -> bool:
+        """Whether a scheduler of that name is registered (auto-complete asks before turning
+        on ``dynamic_batching``)."""
+        return name in self._server.plugins.registries["scheduler"]
+
     def add_extension(self, name: str) -> None:
         """Advertise a protocol extension in server metadata (frontends add theirs)."""
         self._server.extensions.add(name)

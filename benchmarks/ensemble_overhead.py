@@ -1,0 +1,299 @@
+"""Ensemble overhead: a 3-step chain of identity models against one identity model, over HTTP.
+
+One ``nereid serve`` (HTTP frontend and the ensemble scheduler) holds:
+
+(a) ``single``: an identity model (FP32[16], max_batch_size 8, one instance);
+(b) ``chain3``: an ensemble whose three steps are identity models like it (``step1`` ->
+    ``step2`` -> ``step3``, each with its own instance).
+
+An aiohttp client in this process sends the same binary-encoded request to each, alternating
+(a) and (b) over several rounds, and measures:
+
+- latency: the median (p50) round trip with one request in flight;
+- throughput: requests/s with 16 requests in flight;
+- the server's CPU time per request (all threads; robust to other load on the machine);
+- the mean time a request spends inside the server with one in flight (statistics extension).
+
+It prints each round, then the best of each and the ratios (b)/(a) for latency (target <= 1.5)
+and throughput (target >= 0.5). The server and the client are pinned to different cores when the
+machine has two. Run from the repository root::
+
+    python benchmarks/ensemble_overhead.py [--rounds 5] [--duration 3] [--connections 16]
+
+Needs the nereid, nereid-http and nereid-ensemble distributions (and aiohttp).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+IDENTITY = """
+backend: "identity"
+max_batch_size: 8
+input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 16 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 16 ] } ]
+instance_group [ { kind: KIND_CPU count: 1 } ]
+"""
+
+CHAIN = """
+platform: "ensemble"
+max_batch_size: 8
+input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 16 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 16 ] } ]
+ensemble_scheduling {
+  step [
+    { model_name: "step1" model_version: -1
+      input_map { key: "INPUT0" value: "INPUT0" } output_map { key: "OUTPUT0" value: "t1" } },
+    { model_name: "step2" model_version: -1
+      input_map { key: "INPUT0" value: "t1" } output_map { key: "OUTPUT0" value: "t2" } },
+    { model_name: "step3" model_version: -1
+      input_map { key: "INPUT0" value: "t2" } output_map { key: "OUTPUT0" value: "OUTPUT0" } }
+  ]
+}
+"""
+
+MODELS = {"single": "a", "chain3": "b"}
+VALUES = (np.arange(16, dtype=np.float32) * 0.5).reshape(1, 16)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def request_body() -> tuple[bytes, dict[str, str]]:
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "INPUT0",
+                    "shape": list(VALUES.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": VALUES.nbytes},
+                }
+            ],
+            "outputs": [{"name": "OUTPUT0", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    return header + VALUES.tobytes(), {
+        "Content-Type": "application/octet-stream",
+        "Inference-Header-Content-Length": str(len(header)),
+    }
+
+
+def check_response(url: str, body: bytes, headers: dict[str, str]) -> None:
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        data = response.read()
+        length = int(response.headers["Inference-Header-Content-Length"])
+    got = np.frombuffer(data[length:], dtype=np.float32).reshape(VALUES.shape)
+    if not np.array_equal(got, VALUES):
+        raise SystemExit(f"wrong answer from {url}: {got}")
+
+
+def wait_ready(port: int, process: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    url = f"http://127.0.0.1:{port}/v2/models/chain3/ready"
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited with {process.returncode} before becoming ready")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"server on port {port} not ready after {timeout}s")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def success_stats(port: int, model: str) -> tuple[int, int]:
+    """The model's successful requests so far and their total in-server time (arrival to final
+    response, statistics extension), to tell the pipeline's own time from the HTTP round trip."""
+    url = f"http://127.0.0.1:{port}/v2/models/{model}/stats"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        stats = json.loads(response.read())["model_stats"][0]["inference_stats"]["success"]
+    return stats["count"], stats["ns"]
+
+
+async def measure_latency(session, url, body, headers, seconds: float) -> tuple[float, int]:
+    """p50 round trip (microseconds) with one request in flight, and the request count."""
+    times = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        async with session.post(url, data=body, headers=headers) as response:
+            await response.read()
+            if response.status != 200:
+                raise SystemExit(f"{url}: HTTP {response.status}")
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e6, len(times)
+
+
+async def measure_throughput(
+    session, url, body, headers, seconds: float, connections: int
+) -> tuple[float, int]:
+    """Requests/s with ``connections`` requests in flight, and the request count."""
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client() -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            async with session.post(url, data=body, headers=headers) as response:
+                await response.read()
+                if response.status != 200:
+                    raise SystemExit(f"{url}: HTTP {response.status}")
+            done += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(connections)))
+    return done / (time.perf_counter() - start), done
+
+
+async def bench(args: argparse.Namespace, port: int, pid: int) -> int:
+    import aiohttp
+
+    body, headers = request_body()
+    urls = {m: f"http://127.0.0.1:{port}/v2/models/{m}/infer" for m in MODELS}
+    for url in urls.values():
+        check_response(url, body, headers)
+    connector = aiohttp.TCPConnector(limit=args.connections)
+    best_p50: dict[str, float] = {}
+    best_rate: dict[str, float] = {}
+    best_cpu: dict[str, float] = {}
+    best_inside: dict[str, float] = {}
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for url in urls.values():  # warm up both
+            await measure_throughput(session, url, body, headers, args.warmup, args.connections)
+        for round_index in range(args.rounds):
+            order = list(MODELS) if round_index % 2 == 0 else list(reversed(MODELS))
+            for model in order:
+                url = urls[model]
+                before_stats = success_stats(port, model)
+                p50, _ = await measure_latency(session, url, body, headers, args.duration)
+                count, ns = (
+                    a - b for a, b in zip(success_stats(port, model), before_stats, strict=True)
+                )
+                inside = ns / max(1, count) / 1e3
+                before = cpu_seconds(pid)
+                rate, count = await measure_throughput(
+                    session, url, body, headers, args.duration, args.connections
+                )
+                after = cpu_seconds(pid)
+                per_request = (
+                    (after - before) / count * 1e6 if before is not None and after else None
+                )
+                shown = f"{per_request:7.1f} us CPU/req" if per_request is not None else ""
+                print(
+                    f"  round {round_index + 1} ({MODELS[model]}) {model:7s} p50 {p50:7.1f} us"
+                    f" (in server {inside:6.1f} us)   c{args.connections} {rate:8.1f} req/s"
+                    f"  {shown}",
+                    flush=True,
+                )
+                best_p50[model] = min(best_p50.get(model, float("inf")), p50)
+                best_inside[model] = min(best_inside.get(model, float("inf")), inside)
+                best_rate[model] = max(best_rate.get(model, 0.0), rate)
+                if per_request is not None:
+                    best_cpu[model] = min(best_cpu.get(model, float("inf")), per_request)
+    print()
+    print(f"best of {args.rounds} rounds x {args.duration}s each")
+    print(f"{'':28s}{'(a) single':>12s}{'(b) chain3':>12s}{'(b)/(a)':>10s}{'target':>10s}")
+    a, b = best_p50["single"], best_p50["chain3"]
+    print(f"{'p50 latency, c1 (us)':28s}{a:12.1f}{b:12.1f}{b / a:10.2f}{'<= 1.5':>10s}")
+    a, b = best_rate["single"], best_rate["chain3"]
+    label = f"throughput, c{args.connections} (req/s)"
+    print(f"{label:28s}{a:12.1f}{b:12.1f}{b / a:10.2f}{'>= 0.5':>10s}")
+    if len(best_cpu) == 2:
+        a, b = best_cpu["single"], best_cpu["chain3"]
+        print(f"{'server CPU per request (us)':28s}{a:12.1f}{b:12.1f}{b / a:10.2f}")
+    if len(best_inside) == 2:
+        a, b = best_inside["single"], best_inside["chain3"]
+        print(f"{'in-server time, c1 (us)':28s}{a:12.1f}{b:12.1f}{b / a:10.2f}")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per measurement")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument(
+        "--no-pin", action="store_true", help="do not pin the server and the client to cores"
+    )
+    args = parser.parse_args()
+
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    pin = not args.no_pin and len(cores) >= 2 and shutil.which("taskset") is not None
+    work = Path(tempfile.mkdtemp(prefix="nereid-ensemble-bench-"))
+    process = None
+    try:
+        models = work / "models"
+        for name, config in (
+            ("single", IDENTITY),
+            ("step1", IDENTITY),
+            ("step2", IDENTITY),
+            ("step3", IDENTITY),
+            ("chain3", CHAIN),
+        ):
+            (models / name / "1").mkdir(parents=True)
+            (models / name / "config.pbtxt").write_text(config)
+        port = free_port()
+        command = [
+            sys.executable,
+            "-m",
+            "nereid.cli",
+            "serve",
+            "--model-repository",
+            str(models),
+            "--plugins",
+            "nereid-http,nereid-ensemble",
+            "--http-address",
+            "127.0.0.1",
+            "--http-port",
+            str(port),
+            "--log-info",
+            "false",
+        ]
+        if pin:
+            command = ["taskset", "-c", str(cores[0]), *command]
+            os.sched_setaffinity(0, {cores[1]})
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_ready(port, process)
+        return asyncio.run(bench(args, port, process.pid))
+    finally:
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
