@@ -41,6 +41,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import nereid  # noqa: E402  (numpy is imported from here on)
 import numpy as np  # noqa: E402
+import support  # noqa: E402
 from nereid import InferenceRequest, Server, Tensor  # noqa: E402
 from nereid.backend import Backend, Model, ModelInstance  # noqa: E402
 from nereid.runtime.batching import gather_inputs, scatter_outputs  # noqa: E402
@@ -121,10 +122,7 @@ def config(batching: str) -> str:
 
 
 BATCHED = "dynamic_batching { max_queue_delay_microseconds: 1000 }"
-TUNED = BATCHED + "".join(
-    f' parameters {{ key: "nereid.dynamic_batching.{key}" value: {{ string_value: "true" }} }}'
-    for key in ("idle_bypass", "balance_instances")
-)
+TUNED = f"{BATCHED}\n{support.BATCHER_OPT_INS}"
 
 
 class Overlap:
@@ -158,22 +156,17 @@ async def serve(
     """Keep ``concurrency`` requests in flight for ``seconds``: rows/s, p50 latency (s), the
     mean batch size the model executed and the fraction of time both instances executed."""
     api = server.api
-    loop = asyncio.get_running_loop()
     sample = np.random.default_rng(1).standard_normal((1, LAYERS[0]), dtype=np.float32)
     latencies: list[float] = []
     before = api.model_statistics(model)[0]
-    deadline = loop.time() + seconds
 
-    async def client() -> None:
-        while loop.time() < deadline:
-            start = time.perf_counter()
-            await api.infer(InferenceRequest(model, [Tensor("INPUT", sample)])).single()
-            latencies.append(time.perf_counter() - start)
+    async def submit() -> None:
+        start = time.perf_counter()
+        await api.infer(InferenceRequest(model, [Tensor("INPUT", sample)])).single()
+        latencies.append(time.perf_counter() - start)
 
     overlap.events.clear()
-    start = loop.time()
-    await asyncio.gather(*(client() for _ in range(concurrency)))
-    elapsed = loop.time() - start
+    _, elapsed = await support.keep_in_flight(submit, concurrency, seconds)
     await asyncio.sleep(0.01)  # statistics are recorded just after the responses
     after = api.model_statistics(model)[0]
     executions = after["execution_count"] - before["execution_count"]

@@ -30,7 +30,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,14 +39,8 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-
-IDENTITY = """
-backend: "identity"
-max_batch_size: 8
-input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 16 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 16 ] } ]
-instance_group [ { kind: KIND_CPU count: 1 } ]
-"""
+import support
+from nereid.testing import ModelRepositoryBuilder
 
 CHAIN = """
 platform: "ensemble"
@@ -68,66 +61,6 @@ ensemble_scheduling {
 
 MODELS = {"single": "a", "chain3": "b"}
 VALUES = (np.arange(16, dtype=np.float32) * 0.5).reshape(1, 16)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def request_body() -> tuple[bytes, dict[str, str]]:
-    header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "INPUT0",
-                    "shape": list(VALUES.shape),
-                    "datatype": "FP32",
-                    "parameters": {"binary_data_size": VALUES.nbytes},
-                }
-            ],
-            "outputs": [{"name": "OUTPUT0", "parameters": {"binary_data": True}}],
-        }
-    ).encode()
-    return header + VALUES.tobytes(), {
-        "Content-Type": "application/octet-stream",
-        "Inference-Header-Content-Length": str(len(header)),
-    }
-
-
-def check_response(url: str, body: bytes, headers: dict[str, str]) -> None:
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        data = response.read()
-        length = int(response.headers["Inference-Header-Content-Length"])
-    got = np.frombuffer(data[length:], dtype=np.float32).reshape(VALUES.shape)
-    if not np.array_equal(got, VALUES):
-        raise SystemExit(f"wrong answer from {url}: {got}")
-
-
-def wait_ready(port: int, process: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    url = f"http://127.0.0.1:{port}/v2/models/chain3/ready"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited with {process.returncode} before becoming ready")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"server on port {port} not ready after {timeout}s")
-
-
-def cpu_seconds(pid: int) -> float | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def success_stats(port: int, model: str) -> tuple[int, int]:
@@ -177,10 +110,10 @@ async def measure_throughput(
 async def bench(args: argparse.Namespace, port: int, pid: int) -> int:
     import aiohttp
 
-    body, headers = request_body()
+    body, headers = support.request_body("binary", VALUES)
     urls = {m: f"http://127.0.0.1:{port}/v2/models/{m}/infer" for m in MODELS}
     for url in urls.values():
-        check_response(url, body, headers)
+        support.check_response(url, body, headers, VALUES)
     connector = aiohttp.TCPConnector(limit=args.connections)
     best_p50: dict[str, float] = {}
     best_rate: dict[str, float] = {}
@@ -199,11 +132,11 @@ async def bench(args: argparse.Namespace, port: int, pid: int) -> int:
                     a - b for a, b in zip(success_stats(port, model), before_stats, strict=True)
                 )
                 inside = ns / max(1, count) / 1e3
-                before = cpu_seconds(pid)
+                before = support.cpu_seconds(pid)
                 rate, count = await measure_throughput(
                     session, url, body, headers, args.duration, args.connections
                 )
-                after = cpu_seconds(pid)
+                after = support.cpu_seconds(pid)
                 per_request = (
                     (after - before) / count * 1e6 if before is not None and after else None
                 )
@@ -247,51 +180,25 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    pin = not args.no_pin and len(cores) >= 2 and shutil.which("taskset") is not None
+    cores = support.two_cores(args.no_pin)
     work = Path(tempfile.mkdtemp(prefix="nereid-ensemble-bench-"))
     process = None
     try:
-        models = work / "models"
-        for name, config in (
-            ("single", IDENTITY),
-            ("step1", IDENTITY),
-            ("step2", IDENTITY),
-            ("step3", IDENTITY),
-            ("chain3", CHAIN),
-        ):
-            (models / name / "1").mkdir(parents=True)
-            (models / name / "config.pbtxt").write_text(config)
-        port = free_port()
-        command = [
-            sys.executable,
-            "-m",
-            "nereid.cli",
-            "serve",
-            "--model-repository",
-            str(models),
-            "--plugins",
-            "nereid-http,nereid-ensemble",
-            "--http-address",
-            "127.0.0.1",
-            "--http-port",
-            str(port),
-            "--log-info",
-            "false",
-        ]
-        if pin:
+        repository = ModelRepositoryBuilder(work / "models")
+        for name in ("single", "step1", "step2", "step3"):
+            repository.add(name, support.IDENTITY_CONFIG)
+        repository.add("chain3", CHAIN)
+        port = support.free_port()
+        command = support.http_serve_command(repository.root, "nereid-http,nereid-ensemble", port)
+        if cores:
             command = ["taskset", "-c", str(cores[0]), *command]
             os.sched_setaffinity(0, {cores[1]})
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_ready(port, process)
+        support.wait_ready(port, process, "/v2/models/chain3/ready")
         return asyncio.run(bench(args, port, process.pid))
     finally:
         if process is not None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            support.stop(process)
         shutil.rmtree(work, ignore_errors=True)
 
 

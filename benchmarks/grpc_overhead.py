@@ -24,13 +24,11 @@ where the event-loop thread spends its time. Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import pstats
 import re
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -41,6 +39,8 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+import support
+from nereid.testing import ModelRepositoryBuilder
 
 MODEL = "identity"
 SHAPE = [1, 16]
@@ -115,19 +115,6 @@ BASELINE_SERVER = textwrap.dedent(
     """
 )
 
-IDENTITY_CONFIG = """
-backend: "identity"
-max_batch_size: 8
-input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 16 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 16 ] } ]
-"""
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def request_frame() -> tuple[bytes, np.ndarray]:
     """The gRPC frame h2load sends: 5-byte prefix + serialized ModelInferRequest."""
@@ -176,11 +163,6 @@ class Server:
                 self.process.kill()
                 self.process.wait()
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU time of the server process so far (every thread)."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
     def successes(self) -> int:
         import tritonclient.grpc as grpcclient
 
@@ -221,9 +203,9 @@ def h2load(server: Server, frame: Path, requests: int, concurrency: int) -> dict
         f"http://{server.url}{PATH}",
     ]
     before = server.successes()
-    cpu_before = server.cpu_seconds()
+    cpu_before = support.cpu_seconds(server.process.pid)
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    cpu = server.cpu_seconds() - cpu_before
+    cpu = support.cpu_seconds(server.process.pid) - cpu_before
     after = server.successes()
     finished = re.search(r"finished in [\d.]+\w*, ([\d.]+) req/s", out)
     done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
@@ -243,33 +225,18 @@ def h2load(server: Server, frame: Path, requests: int, concurrency: int) -> dict
 
 
 def nereid_command(repo: Path, port: int, profile: Path | None = None) -> list[str]:
-    command = [sys.executable]
-    if profile is not None:
-        command += ["-m", "cProfile", "-o", str(profile)]
-    command += [
-        "-m",
-        "nereid.cli",
-        "serve",
-        "--model-repository",
-        str(repo),
-        "--grpc-port",
-        str(port),
-        "--grpc-address",
-        "127.0.0.1",
-        "--log-info",
-        "false",
-    ]
+    options = ["--grpc-port", str(port), "--grpc-address", "127.0.0.1"]
     if any(ep.name == "http" for ep in metadata.entry_points(group="nereid")):
-        command += ["--allow-http", "false"]
+        options += ["--allow-http", "false"]
     if any(ep.name == "metrics" for ep in metadata.entry_points(group="nereid")):
-        command += ["--allow-metrics", "false"]
-    return command
+        options += ["--allow-metrics", "false"]
+    return support.serve_command(repo, options, profile)
 
 
 def profile_nereid(repo: Path, frame: Path, work: Path, requests: int, concurrency: int) -> None:
     """Run (b) under cProfile (event-loop thread only) and print the top functions."""
     profile = work / "nereid.prof"
-    port = free_port()
+    port = support.free_port()
     server = Server(
         "nereid (profiled)", nereid_command(repo, port, profile), port, work / "profile.log"
     )
@@ -340,12 +307,11 @@ def main(argv: list[str] | None = None) -> int:
         frame = work / "frame.bin"
         frame.write_bytes(frame_bytes)
         repo = work / "models"
-        (repo / MODEL / "1").mkdir(parents=True)
-        (repo / MODEL / "config.pbtxt").write_text(IDENTITY_CONFIG)
+        ModelRepositoryBuilder(repo).add(MODEL, support.IDENTITY_CONFIG)
         baseline_py = work / "baseline_server.py"
         baseline_py.write_text(BASELINE_SERVER)
 
-        port_a, port_b = free_port(), free_port()
+        port_a, port_b = support.free_port(), support.free_port()
         servers = [
             Server(
                 "a: grpc.aio minimal",

@@ -22,20 +22,16 @@ Needs ``wrk`` (``apt-get install -y wrk``) and the nereid and nereid-http distri
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
+import support
+from nereid.testing import ModelRepositoryBuilder
 
 MODEL = "identity"
 SHAPE = [1, 16]
@@ -105,130 +101,7 @@ BASELINE_APP = textwrap.dedent(
     """
 )
 
-MODEL_CONFIG = """
-backend: "identity"
-max_batch_size: 8
-input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 16 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 16 ] } ]
-instance_group [ { kind: KIND_CPU count: 1 } ]
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def request_bodies() -> dict[str, tuple[bytes, dict[str, str]]]:
-    values = (np.arange(16, dtype=np.float32) * 0.25).reshape(SHAPE)
-    json_body = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "INPUT0",
-                    "shape": SHAPE,
-                    "datatype": "FP32",
-                    "data": values.ravel().tolist(),
-                }
-            ],
-            "outputs": [{"name": "OUTPUT0", "parameters": {"binary_data": False}}],
-        }
-    ).encode()
-    header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "INPUT0",
-                    "shape": SHAPE,
-                    "datatype": "FP32",
-                    "parameters": {"binary_data_size": values.nbytes},
-                }
-            ],
-            "outputs": [{"name": "OUTPUT0", "parameters": {"binary_data": True}}],
-        }
-    ).encode()
-    return {
-        "json": (json_body, {"Content-Type": "application/json"}),
-        "binary": (
-            header + values.tobytes(),
-            {
-                "Content-Type": "application/octet-stream",
-                "Inference-Header-Content-Length": str(len(header)),
-            },
-        ),
-    }
-
-
-def lua_script(body: bytes, headers: dict[str, str]) -> str:
-    escaped = "".join(f"\\{b}" for b in body)  # decimal escapes keep every byte exact
-    lines = ['wrk.method = "POST"', f'wrk.body = "{escaped}"']
-    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
-    return "\n".join(lines) + "\n"
-
-
-def check_response(url: str, body: bytes, headers: dict[str, str]) -> None:
-    """One request by hand: the server answers 200 with OUTPUT0 equal to INPUT0."""
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        data = response.read()
-        length = response.headers.get("Inference-Header-Content-Length")
-    expected = (np.arange(16, dtype=np.float32) * 0.25).reshape(SHAPE)
-    if length is None:
-        out = json.loads(data)["outputs"][0]
-        got = np.asarray(out["data"], dtype=np.float32).reshape(out["shape"])
-    else:
-        got = np.frombuffer(data[int(length) :], dtype=np.float32).reshape(SHAPE)
-    if not np.array_equal(got, expected):
-        raise SystemExit(f"wrong answer from {url}: {got}")
-
-
-def wait_ready(port: int, process: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    url = f"http://127.0.0.1:{port}/v2/health/ready"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited with {process.returncode} before becoming ready")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"server on port {port} not ready after {timeout}s")
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process, all its threads (Linux ``/proc``), else None."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def run_wrk(
-    url: str, script: Path, duration: int, connections: int, cpu: str | None, pid: int
-) -> tuple[float, int, float | None]:
-    """Requests/s, non-2xx count, and server CPU microseconds per request."""
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, duration)}s"]
-    command += ["-s", str(script), url]
-    if cpu is not None:
-        command = ["taskset", "-c", cpu, *command]
-    cpu_before = cpu_seconds(pid)
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    cpu_after = cpu_seconds(pid)
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
-    count = int(re.search(r"(\d+) requests in", output).group(1))
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    errors = re.search(r"Socket errors:.*", output)
-    if errors:
-        print(f"    wrk: {errors.group(0)}", file=sys.stderr)
-    per_request = None
-    if cpu_before is not None and cpu_after is not None and count:
-        per_request = (cpu_after - cpu_before) / count * 1e6
-    return rate, int(bad.group(1)) if bad else 0, per_request
+VALUES = (np.arange(16, dtype=np.float32) * 0.25).reshape(SHAPE)
 
 
 def main() -> int:
@@ -248,17 +121,13 @@ def main() -> int:
         return 2
 
     # Server on one core, wrk on another, when the machine has them (same for A and B).
-    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    pin = not args.no_pin and len(cores) >= 2 and shutil.which("taskset") is not None
-    server_cpu = str(cores[0]) if pin else None
-    wrk_cpu = str(cores[1]) if server_cpu is not None else None
+    cores = support.two_cores(args.no_pin)
+    server_cpu, wrk_cpu = (str(cores[0]), str(cores[1])) if cores else (None, None)
 
     work = Path(tempfile.mkdtemp(prefix="nereid-bench-"))
     processes: list[subprocess.Popen] = []
     try:
-        model_dir = work / "models" / MODEL
-        (model_dir / "1").mkdir(parents=True)
-        (model_dir / "config.pbtxt").write_text(MODEL_CONFIG)
+        ModelRepositoryBuilder(work / "models").add(MODEL, support.IDENTITY_CONFIG)
         (work / "baseline.py").write_text(BASELINE_APP)
 
         def launch(command: list[str]) -> subprocess.Popen:
@@ -270,28 +139,11 @@ def main() -> int:
             processes.append(process)
             return process
 
-        port_a, port_b = free_port(), free_port()
+        port_a, port_b = support.free_port(), support.free_port()
         proc_a = launch([sys.executable, str(work / "baseline.py"), str(port_a)])
-        proc_b = launch(
-            [
-                sys.executable,
-                "-m",
-                "nereid.cli",
-                "serve",
-                "--model-repository",
-                str(work / "models"),
-                "--plugins",
-                "nereid-http",
-                "--http-address",
-                "127.0.0.1",
-                "--http-port",
-                str(port_b),
-                "--log-info",
-                "false",
-            ]
-        )
-        wait_ready(port_a, proc_a)
-        wait_ready(port_b, proc_b)
+        proc_b = launch(support.http_serve_command(work / "models", "nereid-http", port_b))
+        support.wait_ready(port_a, proc_a)
+        support.wait_ready(port_b, proc_b)
 
         servers = {
             "a": (f"http://127.0.0.1:{port_a}/v2/models/{MODEL}/infer", proc_a.pid),
@@ -299,17 +151,18 @@ def main() -> int:
         }
         best: dict[tuple[str, str], float] = {}
         cpu: dict[tuple[str, str], float] = {}
-        for kind, (body, headers) in request_bodies().items():
+        for kind in ("json", "binary"):
+            body, headers = support.request_body(kind, VALUES)
             script = work / f"{kind}.lua"
-            script.write_text(lua_script(body, headers))
+            script.write_text(support.lua_script(body, headers))
             for url, pid in servers.values():
-                check_response(url, body, headers)
-                run_wrk(url, script, args.warmup, args.connections, wrk_cpu, pid)
+                support.check_response(url, body, headers, VALUES)
+                support.run_wrk(url, script, args.warmup, args.connections, wrk_cpu, pid)
             for round_index in range(args.rounds):
                 order = ("a", "b") if round_index % 2 == 0 else ("b", "a")
                 for name in order:
                     url, pid = servers[name]
-                    rate, bad, per_request = run_wrk(
+                    rate, bad, per_request = support.run_wrk(
                         url, script, args.duration, args.connections, wrk_cpu, pid
                     )
                     if bad:
@@ -340,12 +193,7 @@ def main() -> int:
         return 0
     finally:
         for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            support.stop(process)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -20,29 +20,20 @@ import queue
 import tempfile
 import threading
 import time
+from collections.abc import Awaitable, Callable
 
 import numpy as np
+import support
 from nereid import InferenceRequest, Server, Tensor
 from nereid.testing import ModelRepositoryBuilder
 
 IN_FLIGHT = 64
 
 
-async def drive(submit, seconds: float) -> float:
+async def requests_per_second(submit: Callable[[], Awaitable[None]], seconds: float) -> float:
     """Keep IN_FLIGHT requests going for ``seconds``; return completed requests per second."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    done = 0
-
-    async def client() -> None:
-        nonlocal done
-        while loop.time() < deadline:
-            await submit()
-            done += 1
-
-    start = loop.time()
-    await asyncio.gather(*(client() for _ in range(IN_FLIGHT)))
-    return done / (loop.time() - start)
+    done, elapsed = await support.keep_in_flight(submit, IN_FLIGHT, seconds)
+    return done / elapsed
 
 
 async def bare_round(seconds: float) -> float:
@@ -63,7 +54,7 @@ async def bare_round(seconds: float) -> float:
         work.put((future, payload))
         await future
 
-    rate = await drive(submit, seconds)
+    rate = await requests_per_second(submit, seconds)
     work.put(None)
     thread.join()
     return rate
@@ -77,7 +68,7 @@ async def kernel_round(server: Server, seconds: float) -> float:
         request = InferenceRequest("identity", [Tensor("INPUT0", payload)])
         await api.infer(request).single()
 
-    return await drive(submit, seconds)
+    return await requests_per_second(submit, seconds)
 
 
 async def main(rounds: int, seconds: float) -> None:

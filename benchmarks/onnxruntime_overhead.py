@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import support
 from nereid import InferenceRequest, Server, Tensor
 
 SIZES = (512, 2048, 2048, 512)
@@ -90,10 +91,6 @@ DYNAMIC_VARIANTS = {
     "mlp_dynamic_preferred16": "preferred_batch_size: [ 16 ]",
     "mlp_dynamic_tuned": None,  # the dynamic batcher's opt-in parameters, beyond Triton
 }
-TUNED_PARAMETERS = "".join(
-    f'parameters {{ key: "nereid.dynamic_batching.{key}" value: {{ string_value: "true" }} }}\n'
-    for key in ("idle_bypass", "balance_instances")
-)
 
 
 def config(threads: int, variant: str | None = None) -> str:
@@ -109,7 +106,7 @@ def config(threads: int, variant: str | None = None) -> str:
         extra = DYNAMIC_VARIANTS[variant]
         text += f"dynamic_batching {{ max_queue_delay_microseconds: 1000 {extra or ''} }}\n"
         if extra is None:
-            text += TUNED_PARAMETERS
+            text += support.BATCHER_OPT_INS
     return text
 
 
@@ -168,19 +165,13 @@ async def served_round(server: Server, model: str, in_flight: int, seconds: floa
     api = server.api
     x = np.random.default_rng(1).standard_normal((1, SIZES[0])).astype(np.float32)
     before = api.model_statistics(model)[0]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    done = 0
 
-    async def client() -> None:
-        nonlocal done
-        while loop.time() < deadline:
-            await api.infer(InferenceRequest(model, [Tensor("X", x)])).single()
-            done += 1
+    async def submit() -> None:
+        await api.infer(InferenceRequest(model, [Tensor("X", x)])).single()
 
-    start, cpu = loop.time(), time.process_time()
-    await asyncio.gather(*(client() for _ in range(in_flight)))
-    elapsed, cpu = loop.time() - start, time.process_time() - cpu
+    cpu = time.process_time()
+    done, elapsed = await support.keep_in_flight(submit, in_flight, seconds)
+    cpu = time.process_time() - cpu
     await asyncio.sleep(0.01)
     after = api.model_statistics(model)[0]
     executions = after["execution_count"] - before["execution_count"]

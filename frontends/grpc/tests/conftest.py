@@ -11,7 +11,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from grpc_testsupport import build_repository, grpc_server, url_of
+from grpc_testsupport import build_repository, grpc_server
+from nereid.testing import frontend_url
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def server(repository) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def url(server) -> str:
-    return url_of(server)
+    return frontend_url(server, "grpc")
 
 
 @pytest.fixture

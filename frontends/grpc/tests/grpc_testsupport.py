@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,49 +12,16 @@ from typing import Any
 import nereid
 import numpy as np
 from nereid import InferenceResponse, Tensor
-from nereid.backend import Backend, Model, ModelInstance
+from nereid.backend import ModelInstance
 from nereid.inprocess import InProcessServer
-from nereid.testing import ModelRepositoryBuilder
-
-DATATYPES = (
-    "BOOL",
-    "UINT8",
-    "UINT16",
-    "UINT32",
-    "UINT64",
-    "INT8",
-    "INT16",
-    "INT32",
-    "INT64",
-    "FP16",
-    "FP32",
-    "FP64",
-    "BF16",
-    "BYTES",
+from nereid.testing import (
+    DATATYPES,
+    REPEAT_CONFIG,
+    SQUARE_CONFIG,
+    BackendPlugin,
+    ModelRepositoryBuilder,
+    serve_in_process,
 )
-
-REPEAT_CONFIG = """
-backend: "repeat"
-max_batch_size: 0
-model_transaction_policy { decoupled: true }
-input [
-  { name: "IN" data_type: TYPE_INT32 dims: [ -1 ] },
-  { name: "DELAY" data_type: TYPE_UINT32 dims: [ -1 ] },
-  { name: "WAIT" data_type: TYPE_UINT32 dims: [ 1 ] }
-]
-output [
-  { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] },
-  { name: "IDX" data_type: TYPE_UINT32 dims: [ 1 ] }
-]
-"""
-
-SQUARE_CONFIG = """
-backend: "square"
-max_batch_size: 0
-model_transaction_policy { decoupled: true }
-input [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ]
-output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
-"""
 
 SLOW_CONFIG = """
 backend: "identity"
@@ -110,24 +76,9 @@ class _EchoInstance(ModelInstance):
             )
 
 
-class _EchoModel(Model):
-    def create_instance(self, spec: Any) -> _EchoInstance:
-        return _EchoInstance()
-
-
-class _EchoBackend(Backend):
-    def create_model(self, config: Any, path: Path) -> _EchoModel:
-        return _EchoModel()
-
-
-class EchoPlugin:
+def echo_plugin() -> BackendPlugin:
     """An in-process plugin adding the ``echo_params`` test backend."""
-
-    __name__ = "grpc_test_echo"
-
-    @nereid.hookimpl
-    def register_backends(self, registry: Any) -> None:
-        registry.add("echo_params", _EchoBackend)
+    return BackendPlugin("echo_params", lambda config, spec: _EchoInstance())
 
 
 def build_repository(root: Path) -> ModelRepositoryBuilder:
@@ -145,25 +96,9 @@ def build_repository(root: Path) -> ModelRepositoryBuilder:
     return repo
 
 
-def free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def grpc_server(root: Path, **options: Any) -> Iterator[InProcessServer]:
-    options.setdefault("grpc_port", 0)
-    options.setdefault("grpc_address", "127.0.0.1")
     options.setdefault("exit_timeout_secs", 2.0)
     options.setdefault("log_info", False)
-    server = InProcessServer(str(root), frontends=["grpc"], plugins=[EchoPlugin()], **options)
-    server.start()
-    try:
+    with serve_in_process(root, ["grpc"], plugins=[echo_plugin()], **options) as server:
         yield server
-    finally:
-        server.stop()
-
-
-def url_of(server: InProcessServer) -> str:
-    return f"127.0.0.1:{server.server.frontends['grpc'].port}"

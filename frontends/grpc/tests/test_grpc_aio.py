@@ -8,7 +8,7 @@ import asyncio
 import numpy as np
 import pytest
 import tritonclient.grpc.aio as aioclient
-from grpc_testsupport import REPEAT_CONFIG
+from nereid.testing import REPEAT_CONFIG
 from tritonclient.utils import InferenceServerException
 
 

@@ -13,8 +13,8 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from grpc_testsupport import DATATYPES
 from ml_dtypes import bfloat16
+from nereid.testing import DATATYPES
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 

@@ -17,9 +17,10 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from grpc_testsupport import free_port, grpc_server, url_of
+from grpc_testsupport import grpc_server
 from nereid import InvalidArgumentError, UnavailableError
 from nereid.plugins import PluginSystem
+from nereid.testing import free_port, frontend_url
 from nereid_grpc.frontend import create_frontend
 from nereid_grpc.settings import GrpcSettings, parse_restricted_protocols
 from tritonclient.utils import InferenceServerException
@@ -185,7 +186,7 @@ def test_restricted_protocols(small_repo):
         "repeat",
         grpc_restricted_protocol=["inference,model-config:infer-key=letmein", "health:h=1"],
     ) as server:
-        url = url_of(server)
+        url = frontend_url(server, "grpc")
         with grpcclient.InferenceServerClient(url) as client:
             assert client.get_server_metadata().name == "nereid"  # not restricted
             with pytest.raises(InferenceServerException) as info:
@@ -230,7 +231,7 @@ def test_restricted_protocols(small_repo):
 def test_header_forwarding(small_repo):
     with (
         _only(small_repo, "echo", grpc_header_forward_pattern="^x-fwd-") as server,
-        grpcclient.InferenceServerClient(url_of(server)) as client,
+        grpcclient.InferenceServerClient(frontend_url(server, "grpc")) as client,
     ):
         tensor = grpcclient.InferInput("IN", [1], "INT32")
         tensor.set_data_from_numpy(np.array([1], dtype=np.int32))
@@ -250,7 +251,7 @@ def test_header_forwarding(small_repo):
 def test_client_shared_memory_is_off_by_default(small_repo):
     with (
         _only(small_repo, "identity") as server,
-        grpcclient.InferenceServerClient(url_of(server)) as client,
+        grpcclient.InferenceServerClient(frontend_url(server, "grpc")) as client,
     ):
         with pytest.raises(InferenceServerException) as info:
             client.register_system_shared_memory("r", "/nereid_grpc_none", 64)
@@ -266,7 +267,7 @@ def test_client_shared_memory_is_off_by_default(small_repo):
 
 def test_compression(small_repo, tmp_path):
     with _only(small_repo, "identity", grpc_infer_response_compression_level="high") as server:
-        url = url_of(server)
+        url = frontend_url(server, "grpc")
         with grpcclient.InferenceServerClient(url) as client:
             for algorithm in (None, "gzip", "deflate"):
                 result = client.infer("identity", [_tensor(ROW)], compression_algorithm=algorithm)
@@ -424,6 +425,6 @@ def test_keepalive_options_reach_the_server(small_repo):
         assert options["grpc.keepalive_time_ms"] == 1000
         assert options["grpc.keepalive_permit_without_calls"] == 1
         with grpc.insecure_channel(
-            url_of(server), options=[("grpc.keepalive_time_ms", 1000)]
+            frontend_url(server, "grpc"), options=[("grpc.keepalive_time_ms", 1000)]
         ) as channel:
             grpc.channel_ready_future(channel).result(timeout=5)

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import queue
 import signal
-import subprocess
-import sys
-import time
 from importlib import metadata
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from grpc_testsupport import build_repository, free_port
-from tritonclient.utils import InferenceServerException
+from grpc_testsupport import build_repository
+from nereid.testing import free_port, serve_process
 
 
 def _http_installed() -> bool:
@@ -25,11 +21,7 @@ def _http_installed() -> bool:
 def served(tmp_path_factory):
     repo = build_repository(tmp_path_factory.mktemp("served"))
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "nereid.cli",
-        "serve",
+    arguments = [
         "--model-repository",
         str(repo.root),
         "--grpc-port",
@@ -42,36 +34,16 @@ def served(tmp_path_factory):
         "--exit-timeout-secs=5",
     ]
     if _http_installed():
-        command += ["--allow-http", "false"]
+        arguments += ["--allow-http", "false"]
     log = tmp_path_factory.mktemp("log") / "serve.log"
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            command, stdout=output, stderr=subprocess.STDOUT, env=dict(os.environ)
-        )
     url = f"127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
+
+    def ready() -> bool:
         with grpcclient.InferenceServerClient(url) as client:
-            while True:
-                if process.poll() is not None:
-                    pytest.fail(f"nereid serve exited early:\n{log.read_text()}")
-                try:
-                    if client.is_server_ready(client_timeout=1):
-                        break
-                except InferenceServerException:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"nereid serve did not become ready:\n{log.read_text()}")
-                time.sleep(0.1)
+            return client.is_server_ready(client_timeout=1)
+
+    with serve_process(arguments, log, ready) as process:
         yield process, url, log
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def test_serve_infers_and_streams(served):

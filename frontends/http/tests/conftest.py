@@ -7,34 +7,22 @@ free port; a module that needs other flags overrides the ``server_options`` fixt
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
-import nereid
 import pytest
 import tritonclient.http as httpclient
-from nereid.backend import Backend, Model, ModelInstance
-from nereid.inprocess import InProcessServer
-from nereid.testing import ModelRepositoryBuilder
+from nereid.backend import ModelInstance
+from nereid.testing import (
+    DATATYPES,
+    REPEAT_CONFIG,
+    SQUARE_CONFIG,
+    BackendPlugin,
+    ModelRepositoryBuilder,
+    frontend_url,
+    serve_in_process,
+)
 from nereid.types import InferenceResponse, Tensor
-
-DATATYPES = [
-    "BOOL",
-    "UINT8",
-    "UINT16",
-    "UINT32",
-    "UINT64",
-    "INT8",
-    "INT16",
-    "INT32",
-    "INT64",
-    "FP16",
-    "FP32",
-    "FP64",
-    "BF16",
-    "BYTES",
-]
 
 LABELS = ["cat", "dog", "fish", "bird"]
 
@@ -56,29 +44,6 @@ def _all_types_config() -> str:
         f"output [ {', '.join(t[1] for t in tensors)} ]\n"
     )
 
-
-REPEAT_CONFIG = """
-backend: "repeat"
-max_batch_size: 0
-model_transaction_policy { decoupled: true }
-input [
-  { name: "IN" data_type: TYPE_INT32 dims: [ -1 ] },
-  { name: "DELAY" data_type: TYPE_UINT32 dims: [ -1 ] },
-  { name: "WAIT" data_type: TYPE_UINT32 dims: [ 1 ] }
-]
-output [
-  { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] },
-  { name: "IDX" data_type: TYPE_UINT32 dims: [ 1 ] }
-]
-"""
-
-SQUARE_CONFIG = """
-backend: "square"
-max_batch_size: 0
-model_transaction_policy { decoupled: true }
-input [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ]
-output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
-"""
 
 TEXT_CONFIG = """
 backend: "identity"
@@ -155,32 +120,13 @@ def _object_array(item: bytes):
     return array
 
 
-class _EchoModel(Model):
-    def create_instance(self, spec) -> ModelInstance:
-        return _EchoInstance()
-
-
-class _EchoBackend(Backend):
-    def create_model(self, config, path) -> Model:
-        return _EchoModel()
-
-
-class ParamEchoPlugin:
+def param_echo_plugin() -> BackendPlugin:
     """Registers the ``paramecho`` backend: OUTPUT0 is a JSON record of the request's id,
     parameters, priority, timeout and sequence fields."""
-
-    @nereid.hookimpl
-    def register_backends(self, registry) -> None:
-        registry.add("paramecho", _EchoBackend)
+    return BackendPlugin("paramecho", lambda config, spec: _EchoInstance())
 
 
 # -- fixtures ----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -196,13 +142,8 @@ def server_options() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def server(repository, server_options):
-    with InProcessServer(
-        str(repository),
-        frontends=["http"],
-        http_port=0,
-        http_address="127.0.0.1",
-        plugins=[ParamEchoPlugin()],
-        **server_options,
+    with serve_in_process(
+        repository, ["http"], plugins=[param_echo_plugin()], **server_options
     ) as running:
         yield running
 
@@ -210,7 +151,7 @@ def server(repository, server_options):
 @pytest.fixture(scope="module")
 def url(server) -> str:
     """``host:port`` of the module's server, as tritonclient wants it."""
-    return f"127.0.0.1:{server.server.frontends['http'].port}"
+    return frontend_url(server, "http")
 
 
 @pytest.fixture(scope="module")
@@ -223,8 +164,3 @@ def client(url):
     triton = httpclient.InferenceServerClient(url)
     yield triton
     triton.close()
-
-
-@pytest.fixture
-def port_factory():
-    return free_port

@@ -3,63 +3,37 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 import requests
 import tritonclient.http as httpclient
-from nereid.testing import ModelRepositoryBuilder
+from nereid.testing import ModelRepositoryBuilder, free_port, serve_process
 
 
 @pytest.fixture
-def serve(tmp_path, port_factory):
+def serve(tmp_path):
     builder = ModelRepositoryBuilder(tmp_path / "models")
     builder.identity("identity", "TYPE_INT64", "[ -1 ]", max_batch_size=4)
-    port = port_factory()
-    log = open(tmp_path / "server.log", "w+b")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "nereid.cli",
-            "serve",
-            "--model-repository",
-            str(builder.root),
-            "--plugins",
-            "nereid-http",
-            "--http-address",
-            "127.0.0.1",
-            f"--http-port={port}",
-            "--http-thread-count",
-            "3",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, (tmp_path / "server.log").read_text()
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, "server not ready in 30 s"
-            time.sleep(0.1)
-        yield process, port, tmp_path / "server.log"
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        log.close()
+    port = free_port()
+    arguments = [
+        "--model-repository",
+        str(builder.root),
+        "--plugins",
+        "nereid-http",
+        "--http-address",
+        "127.0.0.1",
+        f"--http-port={port}",
+        "--http-thread-count",
+        "3",
+    ]
+    log = tmp_path / "server.log"
+
+    def ready() -> bool:
+        return requests.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).ok
+
+    with serve_process(arguments, log, ready) as process:
+        yield process, port, log
 
 
 def test_nereid_serve(serve):

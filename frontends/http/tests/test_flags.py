@@ -16,6 +16,7 @@ from nereid.errors import InvalidArgumentError
 from nereid.inprocess import InProcessServer
 from nereid.options import build_parser
 from nereid.plugins import PluginSystem
+from nereid.testing import free_port
 from nereid_http.frontend import create_frontend
 from nereid_http.restricted import parse_restricted_apis
 from tritonclient.utils import InferenceServerException
@@ -204,8 +205,8 @@ def test_thread_count_is_accepted(server):
     assert server.server.frontends["http"].port > 0
 
 
-def test_reuse_port_and_fixed_port(tmp_path, port_factory):
-    port = port_factory()
+def test_reuse_port_and_fixed_port(tmp_path):
+    port = free_port()
     first = InProcessServer(
         str(tmp_path),
         frontends=["http"],

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from types import SimpleNamespace
 
-import nereid
 import numpy as np
 import pytest
-from nereid.backend import Backend, Model, ModelInstance
+from nereid.backend import ModelInstance
 from nereid.runtime.batching import gather_inputs, scatter_outputs
-from nereid.testing import ManualClock, make_request, settle
+from nereid.testing import BackendPlugin, ManualClock, make_request, settle, wait_until
 
 
 class Recorder:
@@ -37,10 +35,11 @@ class Recorder:
 
 
 class RecorderInstance(ModelInstance):
-    def __init__(self, recorder: Recorder, name: str, outputs: dict[str, str]) -> None:
+    def __init__(self, recorder: Recorder, config, spec) -> None:
         self.recorder = recorder
-        self.name = name
-        self.outputs = outputs  # input name -> output name
+        self.name = spec.name
+        # input name -> output name
+        self.outputs = {i.name: o.name for i, o in zip(config.input, config.output, strict=False)}
 
     def execute(self, requests):
         self.recorder.batches.append(
@@ -53,31 +52,11 @@ class RecorderInstance(ModelInstance):
         scatter_outputs(requests, {self.outputs[k]: v for k, v in arrays.items()})
 
 
-class RecorderModel(Model):
-    def __init__(self, recorder: Recorder, config) -> None:
-        self.recorder = recorder
-        self.outputs = {i.name: o.name for i, o in zip(config.input, config.output, strict=False)}
+class RecorderPlugin(BackendPlugin):
+    """Registers the ``recorder`` backend, recording into ``recorder``."""
 
-    def create_instance(self, spec):
-        return RecorderInstance(self.recorder, spec.name, self.outputs)
-
-
-class RecorderBackend(Backend):
-    def __init__(self, context, recorder: Recorder) -> None:
-        self.context = context
-        self.recorder = recorder
-
-    def create_model(self, config, path):
-        return RecorderModel(self.recorder, config)
-
-
-class RecorderPlugin:
     def __init__(self, recorder: Recorder) -> None:
-        self.recorder = recorder
-
-    @nereid.hookimpl
-    def register_backends(self, registry):
-        registry.add("recorder", lambda context: RecorderBackend(context, self.recorder))
+        super().__init__("recorder", lambda config, spec: RecorderInstance(recorder, config, spec))
 
 
 def recorder_model(
@@ -119,12 +98,9 @@ def hold(model: str, rid: str = "hold", **kw):
 
 
 async def until(condition, timeout: float = 5.0) -> None:
-    """Wait (in real time: instance threads run in real time) for ``condition()``."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.002)
+    """Wait (in real time: instance threads run in real time) for ``condition()``, then let the
+    loop's ready tasks run."""
+    await wait_until(condition, timeout)
     await settle()
 
 

@@ -12,8 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from nereid.inprocess import InProcessServer
-from nereid.testing import ManualClock
+from nereid.testing import ManualClock, frontend_url, serve_in_process
 
 CONFIG = """
 backend: "recorder"
@@ -38,13 +37,13 @@ class _Client:
     """Sends requests without waiting for them: each on a thread of its own, with a client of
     its own (tritonclient.http's ``async_infer`` only sends while its gevent hub runs)."""
 
-    def __init__(self, frontend: str, port: int) -> None:
+    def __init__(self, frontend: str, url: str) -> None:
         if frontend == "http":
             import tritonclient.http as module
         else:
             import tritonclient.grpc as module
         self.module = module
-        self.url = f"localhost:{port}"
+        self.url = url
         self.pool = ThreadPoolExecutor(8)
 
     def _infer(self, rid: str, kwargs: dict):
@@ -77,21 +76,15 @@ def frontend(request):
 def served(frontend, model_repository, recorder, kit):
     model_repository.add("m", CONFIG)
     clock = ManualClock()
-    server = InProcessServer(
-        str(model_repository.root),
-        frontends=[frontend],
-        http_port=0,
-        grpc_port=0,
-        plugins=[kit.RecorderPlugin(recorder)],
-        clock=clock,
-    ).start()
-    client = _Client(frontend, server.server.frontends[frontend].port)
-    try:
-        yield server, client, clock
-    finally:
-        recorder.gate.set()
-        client.close()
-        server.stop()
+    with serve_in_process(
+        model_repository.root, [frontend], plugins=[kit.RecorderPlugin(recorder)], clock=clock
+    ) as server:
+        client = _Client(frontend, frontend_url(server, frontend))
+        try:
+            yield server, client, clock
+        finally:
+            recorder.gate.set()
+            client.close()
 
 
 def test_priority_and_timeout_over_the_wire(served, recorder):

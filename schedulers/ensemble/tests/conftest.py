@@ -10,7 +10,6 @@ numeric outputs, so that a chain shows each step ran).
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,9 +18,10 @@ from types import SimpleNamespace
 import nereid
 import numpy as np
 import pytest
-from nereid.backend import Backend, Model, ModelInstance
+from nereid.backend import ModelInstance
 from nereid.lifecycle.model import tensor_datatype
 from nereid.runtime.batching import mark_compute_input_end
+from nereid.testing import BackendPlugin, wait_until
 
 
 @dataclass
@@ -115,31 +115,11 @@ class ProbeInstance(ModelInstance):
                 recorder.max_running[f"{self.name}:now"] -= 1
 
 
-class ProbeModel(Model):
-    def __init__(self, recorder: Recorder, config) -> None:
-        self.recorder = recorder
-        self.config = config
+class ProbePlugin(BackendPlugin):
+    """Registers the ``probe`` backend, recording into ``recorder``."""
 
-    def create_instance(self, spec):
-        return ProbeInstance(self.recorder, self.config)
-
-
-class ProbeBackend(Backend):
-    def __init__(self, context, recorder: Recorder) -> None:
-        self.context = context
-        self.recorder = recorder
-
-    def create_model(self, config, path):
-        return ProbeModel(self.recorder, config)
-
-
-class ProbePlugin:
     def __init__(self, recorder: Recorder) -> None:
-        self.recorder = recorder
-
-    @nereid.hookimpl
-    def register_backends(self, registry):
-        registry.add("probe", lambda context: ProbeBackend(context, self.recorder))
+        super().__init__("probe", lambda config, spec: ProbeInstance(recorder, config))
 
 
 def probe_model(
@@ -204,15 +184,6 @@ def ensemble_config(
     """
 
 
-async def until(condition, timeout: float = 5.0) -> None:
-    """Wait in real time (instance threads run in real time) until ``condition()``."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.002)
-
-
 def stats(server, name: str) -> dict:
     return server.api.model_statistics(name)[0]
 
@@ -228,7 +199,7 @@ def kit() -> SimpleNamespace:
     return SimpleNamespace(
         probe_model=probe_model,
         ensemble_config=ensemble_config,
-        until=until,
+        until=wait_until,
         stats=stats,
         ProbePlugin=ProbePlugin,
         np=np,

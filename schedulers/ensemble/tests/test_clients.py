@@ -16,7 +16,7 @@ tritonclient_http = pytest.importorskip("tritonclient.http")
 tritonclient_grpc = pytest.importorskip("tritonclient.grpc")
 pytest.importorskip("nereid_python")
 
-from nereid.inprocess import InProcessServer  # noqa: E402
+from nereid.testing import frontend_url, serve_in_process  # noqa: E402
 
 
 def _onnx_available() -> bool:
@@ -305,15 +305,8 @@ def server(tmp_path_factory):
     repository.add("repeat", REPEAT)
     repository.identity("echo", datatype="TYPE_INT32", dims="[ 1 ]", max_batch_size=0)
     repository.add("stream", STREAM)
-    with InProcessServer(
-        str(repository.root), frontends=["http", "grpc"], http_port=0, grpc_port=0
-    ) as running:
+    with serve_in_process(repository.root, ["http", "grpc"]) as running:
         yield running
-
-
-def ports(server) -> tuple[int, int]:
-    frontends = server.server.frontends
-    return frontends["http"].port, frontends["grpc"].port
 
 
 def test_scorer_a_is_the_kind_expected(server):
@@ -322,8 +315,7 @@ def test_scorer_a_is_the_kind_expected(server):
 
 
 def test_sentiment_over_http(server):
-    http_port, _ = ports(server)
-    client = tritonclient_http.InferenceServerClient(f"127.0.0.1:{http_port}")
+    client = tritonclient_http.InferenceServerClient(frontend_url(server, "http"))
     assert client.is_model_ready("sentiment")
     assert client.get_model_metadata("sentiment")["platform"] == "ensemble"
     text = tritonclient_http.InferInput("TEXT", [len(TEXTS), 1], "BYTES")
@@ -347,8 +339,7 @@ def test_sentiment_over_http(server):
 
 
 def test_sentiment_over_grpc(server):
-    _, grpc_port = ports(server)
-    client = tritonclient_grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+    client = tritonclient_grpc.InferenceServerClient(frontend_url(server, "grpc"))
     config = client.get_model_config("sentiment", as_json=True)["config"]
     assert config["platform"] == "ensemble"
     assert len(config["ensemble_scheduling"]["step"]) == 4
@@ -369,8 +360,7 @@ def test_sentiment_over_grpc(server):
 def test_decoupled_ensemble_streams_over_grpc(server):
     import queue
 
-    _, grpc_port = ports(server)
-    client = tritonclient_grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+    client = tritonclient_grpc.InferenceServerClient(frontend_url(server, "grpc"))
     assert client.get_model_config("stream").config.model_transaction_policy.decoupled
     results: queue.Queue = queue.Queue()
     client.start_stream(callback=lambda result, error: results.put((result, error)))

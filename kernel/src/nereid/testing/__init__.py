@@ -1,6 +1,17 @@
 """Test facilities for Nereid and its plugins: a controllable clock, a model-repository builder,
 request builders, and contract suites (:mod:`nereid.testing.contracts`).
 
+For the test suites of frontends, schedulers and backends, which would otherwise each repeat them:
+
+- ``DATATYPES``, ``REPEAT_CONFIG``, ``SQUARE_CONFIG``: Triton's datatype names, and configs for
+  the kernel's decoupled ``repeat`` and ``square`` test backends;
+- :class:`BackendPlugin`: registers a test backend made of a ``ModelInstance`` factory alone;
+- :func:`free_port`: a free TCP port, for a server that must be given its port;
+- :func:`serve_in_process`: an ``InProcessServer`` with frontends on free ports of 127.0.0.1,
+  and :func:`frontend_url`: the ``host:port`` of one of them, as tritonclient wants it;
+- :func:`serve_process`: ``nereid serve`` in a process of its own, once it is ready;
+- :func:`wait_until`: waits (in real time) for a condition, from a test's event loop.
+
 The pytest plugin (:mod:`nereid.testing.plugin`, registered through ``pytest11``) provides the
 fixtures ``model_repository``, ``start_server`` and ``manual_clock``.
 """
@@ -8,16 +19,67 @@ fixtures ``model_repository``, ``start_server`` and ``manual_clock``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
-from collections.abc import Mapping
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..backend import Backend, InstanceSpec, Model, ModelInstance
 from ..clock import Clock
+from ..config import ModelConfig
+from ..hookspecs import hookimpl
 from ..types import InferenceRequest, RequestedOutput, Tensor
+
+if TYPE_CHECKING:
+    from ..inprocess import InProcessServer
+
+DATATYPES = (
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+    "BF16",
+    "BYTES",
+)
+
+REPEAT_CONFIG = """
+backend: "repeat"
+max_batch_size: 0
+model_transaction_policy { decoupled: true }
+input [
+  { name: "IN" data_type: TYPE_INT32 dims: [ -1 ] },
+  { name: "DELAY" data_type: TYPE_UINT32 dims: [ -1 ] },
+  { name: "WAIT" data_type: TYPE_UINT32 dims: [ 1 ] }
+]
+output [
+  { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] },
+  { name: "IDX" data_type: TYPE_UINT32 dims: [ 1 ] }
+]
+"""
+
+SQUARE_CONFIG = """
+backend: "square"
+max_batch_size: 0
+model_transaction_policy { decoupled: true }
+input [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ]
+output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+"""
 
 
 class ManualClock(Clock):
@@ -136,4 +198,124 @@ def make_request(
     return InferenceRequest(model, tensors, requested_outputs=list(outputs), **kwargs)
 
 
-__all__ = ["ManualClock", "ModelRepositoryBuilder", "make_request", "settle"]
+async def wait_until(condition: Callable[[], object], timeout: float = 5.0) -> None:
+    """Wait in real time (instance threads run in real time) until ``condition()`` is true;
+    fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.002)
+
+
+class BackendPlugin:
+    """A plugin registering the test backend ``name``: every instance of its models is
+    ``create_instance(config, spec)``, so a test backend needs no Backend and Model classes."""
+
+    def __init__(
+        self, name: str, create_instance: Callable[[ModelConfig, InstanceSpec], ModelInstance]
+    ) -> None:
+        self.name = name
+        self.create_instance = create_instance
+
+    @hookimpl
+    def register_backends(self, registry: Any) -> None:
+        registry.add(self.name, lambda context: _FactoryBackend(context, self.create_instance))
+
+
+class _FactoryBackend(Backend):
+    def __init__(self, context: Any, create_instance: Callable[..., ModelInstance]) -> None:
+        super().__init__(context)
+        self.create_instance = create_instance
+
+    def create_model(self, config: ModelConfig, path: Path) -> Model:
+        return _FactoryModel(config, self.create_instance)
+
+
+class _FactoryModel(Model):
+    def __init__(self, config: ModelConfig, create_instance: Callable[..., ModelInstance]) -> None:
+        self.config = config
+        self.make_instance = create_instance
+
+    def create_instance(self, spec: InstanceSpec) -> ModelInstance:
+        return self.make_instance(self.config, spec)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_in_process(
+    repository: str | Path, frontends: Sequence[str], **options: Any
+) -> Iterator[InProcessServer]:
+    """An ``InProcessServer`` on ``repository`` with ``frontends``, each listening on a free port
+    of 127.0.0.1 unless ``options`` give its ``<frontend>_port`` or ``<frontend>_address``;
+    stopped when the block ends."""
+    from ..inprocess import InProcessServer
+
+    for frontend in frontends:
+        options.setdefault(f"{frontend}_port", 0)
+        options.setdefault(f"{frontend}_address", "127.0.0.1")
+    with InProcessServer(str(repository), frontends=list(frontends), **options) as server:
+        yield server
+
+
+def frontend_url(server: InProcessServer, frontend: str) -> str:
+    """``127.0.0.1:<port>`` of a running server's ``frontend``, as tritonclient wants it."""
+    return f"127.0.0.1:{server.server.frontends[frontend].port}"
+
+
+@contextlib.contextmanager
+def serve_process(
+    arguments: Sequence[str], log: Path, ready: Callable[[], object], timeout: float = 30.0
+) -> Iterator[subprocess.Popen]:
+    """``nereid serve`` with ``arguments`` in a process of its own, its output in the file
+    ``log``, yielded once ``ready()`` is true (raising counts as not yet) and terminated (killed
+    after 15 s) when the block ends. Fails if the process exits first or ``timeout`` passes."""
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nereid.cli", "serve", *arguments],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"nereid serve exited early:\n{log.read_text()}")
+            with contextlib.suppress(Exception):
+                if ready():
+                    break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nereid serve not ready in {timeout} s:\n{log.read_text()}")
+            time.sleep(0.1)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+__all__ = [
+    "DATATYPES",
+    "REPEAT_CONFIG",
+    "SQUARE_CONFIG",
+    "BackendPlugin",
+    "ManualClock",
+    "ModelRepositoryBuilder",
+    "free_port",
+    "frontend_url",
+    "make_request",
+    "serve_in_process",
+    "serve_process",
+    "settle",
+    "wait_until",
+]
