@@ -410,3 +410,147 @@ class TritonPythonModel:
             responses.append(pb_utils.InferenceResponse([out]))
         return responses
 """
+
+# -- process mode: crashes, hangs, parallel instances, big tensors --------------------------------
+
+PROCESS_CONFIG = """
+backend: "python"
+max_batch_size: 0
+input [ { name: "MODE" data_type: TYPE_STRING dims: [ 1 ] } ]
+output [ { name: "PID" data_type: TYPE_INT64 dims: [ 1 ] } ]
+%s
+"""
+
+# MODE "pid" answers with the model process's pid; "exit" ends the process (os._exit), "kill"
+# kills it with SIGKILL, "spin" never returns (a busy loop).
+PROCESS_SOURCE = """
+import os
+import signal
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            mode = pb_utils.get_input_tensor_by_name(request, "MODE").as_numpy()[0].decode()
+            if mode == "exit":
+                os._exit(3)
+            if mode == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            if mode == "spin":
+                while True:
+                    pass
+            out = pb_utils.Tensor("PID", np.array([os.getpid()], np.int64))
+            responses.append(pb_utils.InferenceResponse([out]))
+        return responses
+"""
+
+BUSY_CONFIG = """
+backend: "python"
+max_batch_size: 0
+input [ { name: "N" data_type: TYPE_INT64 dims: [ 1 ] } ]
+output [
+  { name: "START" data_type: TYPE_FP64 dims: [ 1 ] },
+  { name: "END" data_type: TYPE_FP64 dims: [ 1 ] },
+  { name: "PID" data_type: TYPE_INT64 dims: [ 1 ] }
+]
+instance_group [ { count: %d kind: KIND_CPU } ]
+"""
+
+# CPU-bound pure Python (holds the GIL): N loop iterations; answers when it ran (monotonic
+# clock, comparable across processes) and where.
+BUSY_SOURCE = """
+import os
+import time
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            n = int(pb_utils.get_input_tensor_by_name(request, "N").as_numpy()[0])
+            start = time.monotonic()
+            total = 0
+            for i in range(n):
+                total += i * i
+            end = time.monotonic()
+            responses.append(
+                pb_utils.InferenceResponse(
+                    [
+                        pb_utils.Tensor("START", np.array([start])),
+                        pb_utils.Tensor("END", np.array([end])),
+                        pb_utils.Tensor("PID", np.array([os.getpid()], np.int64)),
+                    ]
+                )
+            )
+        return responses
+"""
+
+IDENTITY_CONFIG = """
+backend: "python"
+max_batch_size: 0
+input [
+  { name: "X" data_type: TYPE_FP32 dims: [ -1 ] },
+  { name: "S" data_type: TYPE_STRING dims: [ -1 ] }
+]
+output [
+  { name: "Y" data_type: TYPE_FP32 dims: [ -1 ] },
+  { name: "T" data_type: TYPE_STRING dims: [ -1 ] }
+]
+"""
+
+IDENTITY_SOURCE = """
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [
+            pb_utils.InferenceResponse(
+                [
+                    pb_utils.Tensor("Y", pb_utils.get_input_tensor_by_name(r, "X").as_numpy()),
+                    pb_utils.Tensor("T", pb_utils.get_input_tensor_by_name(r, "S").as_numpy()),
+                ]
+            )
+            for r in requests
+        ]
+"""
+
+STREAM_CRASH_CONFIG = """
+backend: "python"
+max_batch_size: 0
+model_transaction_policy { decoupled: true }
+input [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ]
+output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+"""
+
+# Decoupled: one response from a thread, then the process dies (IN == 1) or the final flag.
+STREAM_CRASH_SOURCE = """
+import os
+import threading
+import time
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        for request in requests:
+            crash = int(pb_utils.get_input_tensor_by_name(request, "IN").as_numpy()[0]) == 1
+            sender = request.get_response_sender()
+            threading.Thread(target=self.stream, args=(sender, crash), daemon=True).start()
+
+    def stream(self, sender, crash):
+        sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.array([7], np.int32))]))
+        time.sleep(0.05)
+        if crash:
+            os._exit(5)
+        sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+"""

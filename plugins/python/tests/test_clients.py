@@ -29,8 +29,14 @@ from python_backend_models import (  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 
+@pytest.fixture(scope="module", params=["process", "thread"], autouse=True)
+def execution_mode(request) -> str:
+    """Every test runs against a server with models in processes, then in-process."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[InProcessServer]:
+def server(execution_mode, tmp_path_factory) -> Iterator[InProcessServer]:
     repo = ModelRepositoryBuilder(tmp_path_factory.mktemp("models"))
     repo.add("add_sub", add_sub_config(), versions={1: {"model.py": ADD_SUB_SOURCE}})
     repo.add(
@@ -41,7 +47,11 @@ def server(tmp_path_factory) -> Iterator[InProcessServer]:
     repo.add("errors", ERRORS_CONFIG, versions={1: {"model.py": ERRORS_SOURCE}})
     repo.add("auto", None, versions={1: {"model.py": AUTO_COMPLETE_SOURCE}})
     with InProcessServer(
-        str(repo.root), frontends=["http", "grpc"], http_port=0, grpc_port=0
+        str(repo.root),
+        frontends=["http", "grpc"],
+        http_port=0,
+        grpc_port=0,
+        backend_config=[f"python,execution-mode={execution_mode}"],
     ) as running:
         yield running
 

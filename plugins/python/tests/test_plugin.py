@@ -38,3 +38,14 @@ def test_pb_utils_top_level_module():
         "import sys; assert 'nereid.server' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_model_process_starts_without_the_kernel():
+    """The model process imports neither the server's kernel nor asyncio (start-up time)."""
+    code = (
+        "import sys, nereid_python.worker\n"
+        "loaded = [m for m in sys.modules if m == 'nereid' or m.startswith('nereid.')]\n"
+        "assert not loaded, loaded\n"
+        "assert 'asyncio' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -11,6 +11,9 @@ Modules:
   on pb_utils objects only.
 - :mod:`nereid_python.host` -- instance hosts: where a runner lives. ``ThreadHost`` runs it in
   the server process on the instance thread.
+- :mod:`nereid_python.process` -- ``ProcessHost``: the runner in a process of its own (the
+  default), restarted when it dies; :mod:`nereid_python.worker` is that process's side,
+  :mod:`nereid_python.protocol` the messages, :mod:`nereid_python.shm` the shared-memory arenas.
 - :mod:`nereid_python.backend` -- the kernel's Backend / Model / ModelInstance contract.
 """
 

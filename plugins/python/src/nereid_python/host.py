@@ -5,10 +5,10 @@ thread, ``finalize``). :class:`ThreadHost` runs the model in the server process:
 kernel's requests into :mod:`pb_utils` requests whose responses go straight back through the
 kernel request's ``respond``, and hands them to a :class:`~nereid_python.runner.ModelRunner`.
 
-The seam for a per-instance process (part 2): a ``ProcessHost`` implements the same four
-methods, ships the requests' inputs and metadata to a child process that runs the same
-``ModelRunner`` on ``pb_utils`` objects, and turns the responses the child sends back into
-``request.respond`` calls (:func:`to_kernel_response` does that conversion here).
+The other host, :class:`~nereid_python.process.ProcessHost`, implements the same methods for a
+model in a process of its own: it ships the requests' inputs and metadata to a child process
+that runs the same ``ModelRunner`` on ``pb_utils`` objects, and turns the responses the child
+sends back into ``request.respond`` calls.
 """
 
 from __future__ import annotations

@@ -17,10 +17,10 @@ import sys
 import threading
 import types
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nereid.config import ModelConfig
-from nereid.errors import InvalidArgumentError, NotFoundError
+if TYPE_CHECKING:  # the model process imports this module without the kernel
+    from nereid.config import ModelConfig
 
 DEFAULT_FILENAME = "model.py"
 CLASS_NAME = "TritonPythonModel"
@@ -40,6 +40,8 @@ def model_file_path(config: ModelConfig, version_path: Path) -> Path:
     ``model.py`` lives outside the version folder: here the file is looked up in the version
     folder, then in the model folder (one file shared by every version).
     """
+    from nereid.errors import InvalidArgumentError, NotFoundError
+
     runtime = config.runtime
     if runtime not in _BACKEND_RUNTIMES:
         if not runtime.endswith(".py") or Path(runtime).name != runtime:
@@ -62,15 +64,20 @@ def model_file_path(config: ModelConfig, version_path: Path) -> Path:
     return path
 
 
+class MissingClassError(Exception):
+    """The model file defines no ``TritonPythonModel`` class."""
+
+
 class ModelFile:
     """A model's Python file, imported once (on first use) and forgotten by :meth:`unload`."""
 
-    def __init__(self, path: Path, label: str) -> None:
-        self.path = path
+    def __init__(self, path: Path | str, label: str) -> None:
+        self.path = Path(path)
+        self.label = label
         slug = re.sub(r"\W", "_", label)
         self.package = f"_nereid_python_models.{slug}_{next(_serial)}"
         self.module: types.ModuleType | None = None
-        self._folder = str(path.parent)
+        self._folder = str(self.path.parent)
         self._on_path = False
         self._lock = threading.Lock()
 
@@ -84,7 +91,7 @@ class ModelFile:
         module = self.load()
         cls = getattr(module, CLASS_NAME, None)
         if not isinstance(cls, type):
-            raise InvalidArgumentError(
+            raise MissingClassError(
                 f"Python model file '{self.path}' does not define class '{CLASS_NAME}'"
             )
         return cls

@@ -2,24 +2,63 @@
 ``finalize``, with Triton's rules for what ``execute`` returns.
 
 The runner works on :mod:`pb_utils` objects only; it knows nothing of the kernel or of where it
-runs. An in-process host calls it on the instance thread; a model process (part 2) would run the
-same runner on its side of the pipe.
+runs. An in-process host calls it on the instance thread; a model process
+(:mod:`nereid_python.worker`) runs the same runner on its main thread. ``asyncio`` is imported
+only when a model's ``execute`` is a coroutine (it costs a model process's start-up otherwise).
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import inspect
 import logging
 import threading
+import types
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import pb_utils, runtime
 from .pb_utils import InferenceRequest, InferenceResponse, TritonError
 
+if TYPE_CHECKING:
+    import asyncio
+    import concurrent.futures
+
 log = logging.getLogger("nereid.python")
+
+
+def _is_coroutine(value: Any) -> bool:
+    return isinstance(value, types.CoroutineType)
+
+
+class AutoCompleteError(Exception):
+    """``auto_complete_config`` failed or returned something else than a ModelConfig."""
+
+
+def auto_complete(
+    model_class: type, data: dict[str, Any], name: str, services: runtime.Services
+) -> dict[str, Any] | None:
+    """Run the model class's static ``auto_complete_config`` on the configuration as Triton's
+    JSON; the completed JSON, or None when the class has no such method."""
+    method = getattr(model_class, "auto_complete_config", None)
+    if method is None:
+        return None
+    if not data.get("name"):
+        data["name"] = name
+    wrapped = pb_utils.ModelConfig(data)
+    try:
+        with runtime.active(services):
+            result = method(wrapped)
+    except Exception as exc:
+        raise AutoCompleteError(
+            f"auto_complete_config of model '{name}' failed: {type(exc).__name__}: {exc}"
+        ) from None
+    if result is None:
+        result = wrapped
+    if not isinstance(result, pb_utils.ModelConfig):
+        raise AutoCompleteError(
+            f"auto_complete_config of model '{name}' must return a pb_utils.ModelConfig, "
+            f"not {type(result).__name__}"
+        )
+    return dict(result.as_dict())
 
 
 class _BatchError(Exception):
@@ -67,7 +106,7 @@ class ModelRunner:
             initialize = getattr(self.model, "initialize", None)
             if initialize is not None:
                 result = initialize(dict(self.args))
-                if inspect.iscoroutine(result):
+                if _is_coroutine(result):
                     self._run(result)
 
     def is_ready(self) -> bool:
@@ -95,7 +134,7 @@ class ModelRunner:
             if finalize is not None:
                 with runtime.active(self.services):
                     result = finalize()
-                if inspect.iscoroutine(result):
+                if _is_coroutine(result):
                     self._run(result)
         except Exception:
             log.exception("finalize of model instance '%s' failed", self.name)
@@ -111,7 +150,7 @@ class ModelRunner:
         try:
             with runtime.active(self.services):
                 result = self.model.execute(requests)
-            if inspect.iscoroutine(result):
+            if _is_coroutine(result):
                 if self.decoupled:
                     # Triton: a decoupled async execute runs in the background, so the next
                     # batch can start while this one waits.
@@ -189,6 +228,8 @@ class ModelRunner:
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         """The instance's own event loop (on a thread of its own), made on first use."""
+        import asyncio
+
         with self._loop_lock:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
@@ -204,10 +245,14 @@ class ModelRunner:
             return await coroutine
 
     def _run(self, coroutine: Coroutine) -> Any:
+        import asyncio
+
         loop = self._event_loop()
         return asyncio.run_coroutine_threadsafe(self._in_context(coroutine), loop).result()
 
     def _start_background(self, coroutine: Coroutine, requests: list[InferenceRequest]) -> None:
+        import asyncio
+
         future = asyncio.run_coroutine_threadsafe(self._in_context(coroutine), self._event_loop())
         self._background.add(future)
 

@@ -3,18 +3,16 @@
 ``pb_utils.MetricFamily`` or ``pb_utils.Logger`` are called from model code with no handle on the
 server, so whoever hosts the model makes a :class:`Services` and activates it around every call
 into the model (``initialize``, ``execute``, ``finalize``). In-process, the services talk to the
-kernel's registries directly; a model process (part 2) would install services that forward to
-the server instead. Code running outside an activated call (a thread the model started) gets the
-services activated most recently in this process.
+kernel's registries directly; a model process (:mod:`nereid_python.worker`) installs services
+that forward to the server instead. Code running outside an activated call (a thread the model
+started) gets the services activated most recently in this process.
 """
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import logging
 import threading
-from collections.abc import Iterator
 from typing import Any, Protocol
 
 LOGGER_NAME = "nereid.python"
@@ -123,17 +121,26 @@ def current() -> Services:
     return services if services is not None else _fallback
 
 
-@contextlib.contextmanager
-def active(services: Services) -> Iterator[None]:
-    """Make ``services`` the current ones for the duration (one call into model code)."""
-    global _fallback
-    with _fallback_lock:
-        _fallback = services
-    token = _current.set(services)
-    try:
-        yield
-    finally:
-        _current.reset(token)
+class active:  # lower case: used like a function, ``with runtime.active(services):``
+    """Make ``services`` the current ones for the duration (one call into model code).
+
+    A class rather than a generator context manager: it runs around every ``execute``."""
+
+    __slots__ = ("_services", "_token")
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    def __enter__(self) -> None:
+        global _fallback
+        services = self._services
+        if _fallback is not services:
+            with _fallback_lock:
+                _fallback = services
+        self._token = _current.set(services)
+
+    def __exit__(self, *exc: object) -> None:
+        _current.reset(self._token)
 
 
 def forget(services: Services) -> None:
