@@ -285,6 +285,18 @@ class OnnxInstance(ModelInstance):
         self.datatypes = {
             t.name: DataType.parse(ProtoDataType.Name(t.data_type)) for t in config.output
         }
+        # Implicit sequence state: the sequence batcher takes these outputs off each response.
+        self.state_outputs = [
+            s.output_name
+            for s in config.sequence_batching.state
+            if s.output_name not in self.datatypes
+        ]
+        for state in config.sequence_batching.state:
+            if state.output_name in self.state_outputs:
+                self.datatypes[state.output_name] = DataType.parse(
+                    ProtoDataType.Name(state.data_type)
+                )
+        self.outputs += self.state_outputs
         input_types = {
             t.name: DataType.parse(ProtoDataType.Name(t.data_type)) for t in config.input
         }
@@ -337,6 +349,7 @@ class OnnxInstance(ModelInstance):
             if not request.requested_outputs:
                 return self.outputs
             asked.update(out.name for out in request.requested_outputs)
+        asked.update(self.state_outputs)
         return [name for name in self.outputs if name in asked]
 
     def _feed(self, name: str, array: np.ndarray) -> Any:
