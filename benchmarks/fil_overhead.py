@@ -1,0 +1,180 @@
+"""FIL backend overhead: served throughput vs a bare ``treelite.gtil.predict`` loop.
+
+The model is an XGBoost regressor (``--trees`` trees of depth ``--depth`` over 32 features,
+trained here on random data with xgboost-cpu) saved as ``xgboost.json`` in a temporary
+repository and served by the ``fil`` backend with ``dynamic_batching`` (``max_batch_size``
+256, ``max_queue_delay_microseconds`` 100) and ``--instances`` CPU instances, each predicting
+with ``cpu_nthread`` = ``--threads``.
+
+Served: the kernel ``Server`` and ``api.infer`` (validation, dynamic batcher, instance threads,
+gather/scatter, FIL post-processing, statistics, response streams) with 16 requests in flight,
+each carrying 16 rows. Bare: ``--instances`` threads each looping ``treelite.gtil.predict`` with
+the same ``nthread`` on batches of the batch size the server achieved. Target: served rows/s
+over bare rows/s >= 0.85.
+
+Served and bare rounds alternate (``--rounds``, ``--seconds`` each) and the best of each is
+kept (the machine may be shared and noisy); the median of the rounds' own ratios is printed too.
+Needs xgboost (``pip install xgboost-cpu``) and the ``nereid-dynamic-batcher`` scheduler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import support
+import treelite
+import treelite.gtil
+from nereid import InferenceRequest, Server, Tensor
+
+FEATURES = 32
+ROWS_PER_REQUEST = 16
+IN_FLIGHT = 16
+MODELS = {"forest": 0}  # name: preferred_batch_size (0: none)
+
+
+def build_model(path: Path, trees: int, depth: int) -> None:
+    import xgboost as xgb
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((20_000, FEATURES)).astype(np.float32)
+    y = x[:, 0] * 2 + np.sin(x[:, 1] * 3) + x[:, 2] * x[:, 3] + rng.standard_normal(20_000) * 0.1
+    model = xgb.XGBRegressor(n_estimators=trees, max_depth=depth, n_jobs=os.cpu_count())
+    model.fit(x, y)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.get_booster().save_model(str(path))
+
+
+def config(threads: int, instances: int, preferred: int = 0) -> str:
+    extra = f"preferred_batch_size: [ {preferred} ]" if preferred else ""
+    return f"""
+    backend: "fil"
+    max_batch_size: 256
+    input [ {{ name: "input__0" data_type: TYPE_FP32 dims: [ {FEATURES} ] }} ]
+    output [ {{ name: "output__0" data_type: TYPE_FP32 dims: [ 1 ] }} ]
+    instance_group [ {{ kind: KIND_CPU count: {instances} }} ]
+    dynamic_batching {{ max_queue_delay_microseconds: 100 {extra} }}
+    parameters [
+      {{ key: "model_type" value: {{ string_value: "xgboost_json" }} }},
+      {{ key: "output_class" value: {{ string_value: "false" }} }},
+      {{ key: "cpu_nthread" value: {{ string_value: "{threads}" }} }}
+    ]
+    """
+
+
+def bare_round(model_file: Path, threads: int, instances: int, rows: int, seconds: float):
+    """``instances`` threads looping ``treelite.gtil.predict`` on ``rows``-row batches."""
+    tl_model = treelite.frontend.load_xgboost_model(str(model_file), format_choice="json")
+    x = np.random.default_rng(1).standard_normal((rows, FEATURES)).astype(np.float32)
+    treelite.gtil.predict(tl_model, x, nthread=threads)  # warm up
+    counts = [0] * instances
+    start_line = threading.Barrier(instances + 1)
+
+    def loop(index: int) -> None:
+        start_line.wait()
+        deadline = time.perf_counter() + seconds
+        done = 0
+        while time.perf_counter() < deadline:
+            treelite.gtil.predict(tl_model, x, nthread=threads)
+            done += 1
+        counts[index] = done
+
+    workers = [threading.Thread(target=loop, args=(i,)) for i in range(instances)]
+    for worker in workers:
+        worker.start()
+    start_line.wait()
+    began, cpu = time.perf_counter(), time.process_time()
+    for worker in workers:
+        worker.join()
+    elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
+    total = sum(counts) * rows
+    return total / elapsed, cpu / total
+
+
+async def served_round(server: Server, model: str, seconds: float):
+    """Rows/s with ``IN_FLIGHT`` requests of ``ROWS_PER_REQUEST`` rows, CPU seconds per row,
+    and the mean batch."""
+    api = server.api
+    x = np.random.default_rng(1).standard_normal((ROWS_PER_REQUEST, FEATURES)).astype(np.float32)
+    before = api.model_statistics(model)[0]
+
+    async def submit() -> None:
+        await api.infer(InferenceRequest(model, [Tensor("input__0", x)])).single()
+
+    cpu = time.process_time()
+    done, elapsed = await support.keep_in_flight(submit, IN_FLIGHT, seconds)
+    cpu = time.process_time() - cpu
+    await asyncio.sleep(0.01)
+    after = api.model_statistics(model)[0]
+    executions = after["execution_count"] - before["execution_count"]
+    inferences = after["inference_count"] - before["inference_count"]
+    rows = done * ROWS_PER_REQUEST
+    return rows / elapsed, cpu / max(rows, 1), inferences / max(executions, 1)
+
+
+async def main(args) -> None:
+    root = Path(tempfile.mkdtemp(prefix="nereid-fil-bench-"))
+    model_file = root / "forest" / "1" / "xgboost.json"
+    build_model(model_file, args.trees, args.depth)
+    for name, preferred in MODELS.items():
+        (root / name / "1").mkdir(parents=True, exist_ok=True)
+        if name != "forest":
+            os.link(model_file, root / name / "1" / "xgboost.json")
+        (root / name / "config.pbtxt").write_text(config(args.threads, args.instances, preferred))
+    print(
+        f"XGBoost regressor, {args.trees} trees of depth {args.depth}, {FEATURES} features; "
+        f"{IN_FLIGHT} requests of {ROWS_PER_REQUEST} rows in flight, max batch 256; "
+        f"instances {args.instances}, threads {args.threads}, cores "
+        f"{len(os.sched_getaffinity(0))}, treelite {treelite.__version__}"
+    )
+    server = Server(str(root), log_info=False)
+    await server.start()
+    try:
+        for model in MODELS:
+            await measure(server, model, model_file, args)
+    finally:
+        await server.stop()
+
+
+async def measure(server: Server, model: str, model_file: Path, args) -> None:
+    await served_round(server, model, 0.5)  # warm up
+    pairs = []
+    for index in range(args.rounds):
+        served, served_cpu, batch = await served_round(server, model, args.seconds)
+        rows = max(1, round(batch))
+        bare, bare_cpu = await asyncio.to_thread(
+            bare_round, model_file, args.threads, args.instances, rows, args.seconds
+        )
+        pairs.append((served, bare, batch, bare_cpu / served_cpu))
+        print(
+            f"  round {index + 1}: served {served:,.0f} rows/s (batch {batch:.1f}), "
+            f"bare {bare:,.0f} rows/s (batch {rows}): {served / bare:.3f}"
+        )
+    best_served = max(pairs, key=lambda p: p[0])
+    best_bare = max(p[1] for p in pairs)
+    median = statistics.median(p[0] / p[1] for p in pairs)
+    cpu = statistics.median(p[3] for p in pairs)
+    print(
+        f"{model}: served {best_served[0]:,.0f} rows/s (batch {best_served[2]:.1f}) / bare "
+        f"{best_bare:,.0f} rows/s = {best_served[0] / best_bare:.3f}  (target >= 0.85)\n"
+        f"    median of the rounds' ratios {median:.3f}; CPU per row, bare / served {cpu:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--threads", type=int, default=1, help="cpu_nthread / gtil nthread")
+    parser.add_argument("--instances", type=int, default=1)
+    parser.add_argument("--trees", type=int, default=200)
+    parser.add_argument("--depth", type=int, default=8)
+    args = parser.parse_args()
+    asyncio.run(main(args))
