@@ -59,6 +59,11 @@ class InferenceService:
         """Bind to the server's event loop (called by the server as it starts, on the loop)."""
         self._mailbox = LoopMailbox.of(loop)
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The server's event loop, where :meth:`infer` must be called (None before start)."""
+        return self._server.loop
+
     # -- server ----------------------------------------------------------------------------------
 
     def is_live(self) -> bool:

@@ -256,7 +256,8 @@ class TritonPythonModel:
             request = pb_utils.InferenceRequest(
                 model_name="other", requested_output_names=["OUT"], inputs=[]
             )
-            request.exec()
+            response = request.exec()
+            raise pb_utils.TritonModelException("bls: " + response.error().message())
         if mode == "sender":
             sender = requests[0].get_response_sender()
             out = pb_utils.Tensor("OUT", np.array([7], np.int32))

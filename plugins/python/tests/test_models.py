@@ -234,7 +234,7 @@ PREFIX = "Failed to process the request(s) for model 'errors_0_0', message: "
             "Expected a list in the execute return, found type 'NoneType'.",
         ),
         ("not_a_list", ErrorKind.INTERNAL, "Expected a list in the execute return"),
-        ("bls", ErrorKind.INTERNAL, "BLS (InferenceRequest.exec) is not yet supported"),
+        ("bls", ErrorKind.INTERNAL, "TritonModelException: bls: "),
         (
             "sender_twice",
             ErrorKind.INTERNAL,

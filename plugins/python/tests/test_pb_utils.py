@@ -132,14 +132,15 @@ def test_error_codes():
     assert pb_utils.TritonModelException("boom").message() == "boom"
 
 
-def test_bls_request_not_yet_supported():
+def test_bls_outside_a_server():
     bls = pb_utils.InferenceRequest(
         model_name="other", requested_output_names=["Y"], inputs=[], parameters={"a": "b"}
     )
     assert json.loads(bls.parameters()) == {"a": "b"}
-    with pytest.raises(pb_utils.TritonModelException, match="not yet supported"):
-        bls.exec()
-    with pytest.raises(pb_utils.TritonModelException, match="not yet supported"):
+    response = bls.exec()  # errors come back as the response's error
+    assert response.has_error()
+    assert "no model is being served" in response.error().message()
+    with pytest.raises(pb_utils.TritonModelException, match="no model is being served"):
         pb_utils.load_model("other")
 
 

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from nereid.config import ModelConfig, config_from_json, config_to_json
 from nereid.config.model_config_pb2 import ModelInstanceGroup
 from nereid.errors import InternalError, InvalidArgumentError, NereidError
 
-from . import runtime
+from . import environments, runtime
 from .host import InstanceHost, ThreadHost
 from .loader import MissingClassError, ModelFile, model_file_path
 from .process import ProcessHost, WorkerProcess
@@ -59,16 +60,28 @@ class PythonModel(Model):
         self._spares_lock = threading.Lock()
         registry = getattr(backend.context.api, "custom_metrics", None)
         self.services: runtime.Services = (
-            runtime.RegistryServices(registry, self.name)
+            runtime.RegistryServices(registry, self.name, backend.context.api)
             if registry is not None
             else runtime.Services()
         )
         self.hosts: list[InstanceHost] = []
-        if "EXECUTION_ENV_PATH" in config.parameters:
-            log.warning(
-                "model '%s': EXECUTION_ENV_PATH is not supported yet; the model runs in the "
-                "server's Python environment",
+        if environments.wanted(config.parameters, self.file.path):
+            if self.mode == "thread":
+                raise InvalidArgumentError(
+                    f"model '{self.name}': a Python environment of its own "
+                    f"({environments.ENV_PARAMETER} or {environments.REQUIREMENTS}) needs "
+                    "execution_mode 'process': in 'thread' mode the model runs in the server's "
+                    "process and environment"
+                )
+            environment = environments.prepare(
                 self.name,
+                config.parameters,
+                path.parent,
+                self.file.path,
+                self.process_settings.env_cache_dir or environments.default_cache_dir(),
+            )
+            self.process_settings = replace(
+                self.process_settings, environment=environment.settings()
             )
 
     # -- auto-complete ---------------------------------------------------------------------------

@@ -652,32 +652,55 @@ class InferenceRequest:
         )
 
     def exec(self, decoupled: bool = False) -> Any:
-        raise TritonModelException(
-            "BLS (InferenceRequest.exec) is not yet supported by Nereid's Python backend"
-        )
+        """Run this request on another model (BLS) and wait: its ``InferenceResponse`` (an error
+        of the target comes back as the response's error), or with ``decoupled=True`` an
+        iterator of its responses, the last one possibly empty."""
+        try:
+            responses = runtime.current().bls(self, runtime.outer_requests.get())
+        except TritonModelException as exc:
+            responses = iter([InferenceResponse(error=TritonError(exc.message()))])
+        if decoupled:
+            from .bls_wire import ResponseIterator
+
+            return ResponseIterator(responses)
+        answers = [r for r in responses if r.has_error() or r.output_tensors()]
+        errors = [r for r in answers if r.has_error()]
+        if errors:
+            return errors[0]
+        if len(answers) != 1:
+            return InferenceResponse(
+                error=TritonError(
+                    f"BLS request to model '{self._model_name}' received {len(answers)} "
+                    "responses: use exec(decoupled=True) for a decoupled model"
+                )
+            )
+        return answers[0]
 
     async def async_exec(self, decoupled: bool = False) -> Any:
-        raise TritonModelException(
-            "BLS (InferenceRequest.async_exec) is not yet supported by Nereid's Python backend"
-        )
+        """``exec`` for ``async def execute``: awaits without blocking the model's loop."""
+        import asyncio
+
+        return await asyncio.to_thread(self.exec, decoupled)
 
 
-def _not_yet(name: str) -> TritonModelException:
-    return TritonModelException(
-        f"the model loading API ({name}) is not yet supported by Nereid's Python backend"
-    )
+def _model_control(operation: str, *args: Any) -> Any:
+    return runtime.current().model_control(operation, *args)
 
 
 def load_model(model_name: str, config: str = "", files: dict[str, bytes] | None = None) -> None:
-    raise _not_yet("load_model")
+    """Load (or reload) a model, with an optional configuration (JSON) and files
+    (``{"file:1/model.py": bytes}``): the server must run in explicit model-control mode."""
+    if files is not None and not isinstance(files, dict):
+        raise TritonModelException("files must be a dict of str to bytes")
+    _model_control("load", model_name, config or "", dict(files or {}))
 
 
 def unload_model(model_name: str, unload_dependents: bool = False) -> None:
-    raise _not_yet("unload_model")
+    _model_control("unload", model_name, bool(unload_dependents))
 
 
 def is_model_ready(model_name: str, model_version: str = "") -> bool:
-    raise _not_yet("is_model_ready")
+    return bool(_model_control("ready", model_name, str(model_version)))
 
 
 # -- lookups ------------------------------------------------------------------------------------

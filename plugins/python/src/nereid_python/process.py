@@ -96,6 +96,8 @@ class ProcessSettings:
     shm_growth: int = 1 << 20
     stub_timeout: float = 30.0
     execute_timeout: float = 0.0  # 0: none
+    env_cache_dir: str = ""  # where packed and requirements.txt environments go ("": default)
+    environment: dict[str, Any] = field(default_factory=dict)  # environments.Environment
 
 
 _spawner: queue.SimpleQueue | None = None
@@ -132,7 +134,10 @@ def _spawn_forever(jobs: queue.SimpleQueue) -> None:
 
 
 def _message(exc: BaseException) -> str:
-    return getattr(exc, "message", None) or str(exc)
+    message = getattr(exc, "message", None)
+    if callable(message):  # pb_utils' exceptions have a message() method
+        message = message()
+    return message or str(exc)
 
 
 class WorkerProcess:
@@ -204,6 +209,8 @@ class WorkerProcess:
             protocol.METRIC_OP: self._on_metric_op,
             protocol.METRIC_GET: self._on_metric_get,
             protocol.READY_STATE: self._on_ready_state,
+            protocol.BLS: self._on_bls,
+            protocol.MODEL_CONTROL: self._on_model_control,
         }
         self._reader = threading.Thread(
             target=self._read_events, name=f"nereid-python-events-{serial}", daemon=True
@@ -231,6 +238,7 @@ class WorkerProcess:
                     "model_file": str(model_file),
                     "label": module_label,
                     "call_timeout": settings.stub_timeout,
+                    **settings.environment,
                 },
             )
         )
@@ -505,6 +513,40 @@ class WorkerProcess:
     def _on_metric_get(self, message: tuple) -> None:
         _, call, key = message
         self._answer(call, lambda: self._metrics[key].get())
+
+    def _on_bls(self, message: tuple) -> None:
+        """A BLS request from the model: run it through the kernel, stream its responses
+        back (tied to the outer requests it was made for, for cancellation)."""
+        from . import bls
+
+        _, call, wire, rids = message
+        api = getattr(self.services, "api", None)
+
+        def respond(response: InferenceResponse) -> None:
+            self.post((protocol.BLS_RESPONSE, call, response.final, bls.response_wire(response)))
+
+        if api is None:
+            self.post((protocol.BLS_RESPONSE, call, True, bls.error_response("no server")))
+            return
+        outer = [entry[0] for entry in (self.pending.get(rid) for rid in rids) if entry]
+        try:
+            bls.start_call(api, bls.kernel_request(wire), outer, respond)
+        except Exception as exc:
+            self.post((protocol.BLS_RESPONSE, call, True, bls.error_response(_message(exc))))
+
+    def _on_model_control(self, message: tuple) -> None:
+        """load / unload / ready from the model, on a thread of its own (a load takes time,
+        and this thread must keep reading the model's events)."""
+        from . import bls
+
+        _, call, operation, args = message
+        api = getattr(self.services, "api", None)
+        threading.Thread(
+            target=self._answer,
+            args=(call, bls.model_control, api, operation, *args),
+            name="nereid-python-model-control",
+            daemon=True,
+        ).start()
 
     def _on_ready_state(self, message: tuple) -> None:
         self.ready = bool(message[2])

@@ -11,7 +11,9 @@ Two socket pairs connect the server and each model process:
 
 A message is a tuple whose first item is one of the tags below, pickled and preceded by its
 length (4 bytes, little-endian). Messages hold metadata only: tensor data travels through the
-shared-memory arenas (:mod:`nereid_python.shm`), messages carry where it lies.
+shared-memory arenas (:mod:`nereid_python.shm`), messages carry where it lies. The exception
+is BLS: a BLS request's inputs and its responses' outputs travel pickled in the BLS messages
+(numpy arrays pickle as one copy of their buffer), since they go to and come from any model.
 """
 
 from __future__ import annotations
@@ -53,10 +55,13 @@ METRIC = 23  # (METRIC, call, family id, labels, buckets) -> REPLY metric id
 METRIC_OP = 24  # (METRIC_OP, metric id, method name, value)
 METRIC_GET = 25  # (METRIC_GET, call, metric id) -> REPLY value
 READY_STATE = 26  # (READY_STATE, token, ready)
+BLS = 27  # (BLS, call, request (bls.request_wire), outer rids): responses come as BLS_RESPONSE
+MODEL_CONTROL = 28  # (MODEL_CONTROL, call, operation, args) -> REPLY
 # events: server -> model process
 CANCEL = 30  # (CANCEL, rid)
 READY_PROBE = 31  # (READY_PROBE, token)
 REPLY = 32  # (REPLY, call, ok, value or error message)
+BLS_RESPONSE = 33  # (BLS_RESPONSE, call, final, response (bls.response_wire))
 
 
 class Channel:

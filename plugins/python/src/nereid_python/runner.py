@@ -149,14 +149,18 @@ class ModelRunner:
         left to the model). Whatever goes wrong fails the batch's open requests."""
         try:
             with runtime.active(self.services):
-                result = self.model.execute(requests)
+                token = runtime.outer_requests.set(requests)
+                try:
+                    result = self.model.execute(requests)
+                finally:
+                    runtime.outer_requests.reset(token)
             if _is_coroutine(result):
                 if self.decoupled:
                     # Triton: a decoupled async execute runs in the background, so the next
                     # batch can start while this one waits.
                     self._start_background(result, requests)
                     return
-                result = self._run(result)
+                result = self._run(result, requests)
             self._take_returned(requests, result)
         except Exception as exc:
             self._fail(requests, exc)
@@ -240,20 +244,26 @@ class ModelRunner:
                 self._loop, self._loop_thread = loop, thread
             return self._loop
 
-    async def _in_context(self, coroutine: Coroutine) -> Any:
+    async def _in_context(self, coroutine: Coroutine, requests: list | None = None) -> Any:
         with runtime.active(self.services):
+            if requests is not None:
+                runtime.outer_requests.set(requests)
             return await coroutine
 
-    def _run(self, coroutine: Coroutine) -> Any:
+    def _run(self, coroutine: Coroutine, requests: list | None = None) -> Any:
         import asyncio
 
         loop = self._event_loop()
-        return asyncio.run_coroutine_threadsafe(self._in_context(coroutine), loop).result()
+        return asyncio.run_coroutine_threadsafe(
+            self._in_context(coroutine, requests), loop
+        ).result()
 
     def _start_background(self, coroutine: Coroutine, requests: list[InferenceRequest]) -> None:
         import asyncio
 
-        future = asyncio.run_coroutine_threadsafe(self._in_context(coroutine), self._event_loop())
+        future = asyncio.run_coroutine_threadsafe(
+            self._in_context(coroutine, requests), self._event_loop()
+        )
         self._background.add(future)
 
         def done(future: concurrent.futures.Future) -> None:

@@ -52,6 +52,24 @@ class Services:
     def log(self, level: int, message: str, stacklevel: int = 1) -> None:
         logging.getLogger(LOGGER_NAME).log(level, message, stacklevel=stacklevel + 1)
 
+    # -- BLS and the model-loading API (nereid_python.bls) ----------------------------------------
+
+    def bls(self, request: Any, outer: list[Any]) -> Any:
+        """Run a BLS request (a ``pb_utils.InferenceRequest``): an iterator of its
+        ``pb_utils.InferenceResponse``, the last one final. ``outer`` are the requests of the
+        batch being executed: cancelling one of them cancels the call."""
+        from .pb_utils import TritonModelException
+
+        raise TritonModelException("BLS is not available here: no model is being served")
+
+    def model_control(self, operation: str, *args: Any) -> Any:
+        """``load``, ``unload`` or ``ready`` through the server's model repository."""
+        from .pb_utils import TritonModelException
+
+        raise TritonModelException(
+            "the model loading API is not available here: no model is being served"
+        )
+
 
 class RegistryServices(Services):
     """Services over the kernel's custom-metrics registry (``api.custom_metrics``).
@@ -60,9 +78,10 @@ class RegistryServices(Services):
     (:meth:`close`), as Triton drops a model's metrics when its stub process ends.
     """
 
-    def __init__(self, registry: Any, owner: str = "") -> None:
+    def __init__(self, registry: Any, owner: str = "", api: Any = None) -> None:
         self.registry = registry
         self.owner = owner
+        self.api = api
         self._created: list[tuple[Any, Any]] = []
         self._families: list[Any] = []
         self._lock = threading.Lock()
@@ -77,6 +96,16 @@ class RegistryServices(Services):
     def release_metric(self, family: FamilyHandle, metric: MetricHandle) -> None:
         family = getattr(family, "_family", family)
         family.remove(metric)
+
+    def bls(self, request: Any, outer: list[Any]) -> Any:
+        from .bls import thread_bls
+
+        return thread_bls(self.api, request, outer)
+
+    def model_control(self, operation: str, *args: Any) -> Any:
+        from .bls import model_control
+
+        return model_control(self.api, operation, *args)
 
     def _track(self, family: Any, metric: Any) -> None:
         with self._lock:
@@ -107,6 +136,12 @@ class _TrackedFamily:
         self._services._track(self._family, metric)
         return metric
 
+
+# The requests of the batch whose ``execute`` is running (BLS calls made in it are cancelled
+# with them).
+outer_requests: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "nereid_python_outer_requests", default=()
+)
 
 _current: contextvars.ContextVar[Services | None] = contextvars.ContextVar(
     "nereid_python_services", default=None

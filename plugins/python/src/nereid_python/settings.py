@@ -36,7 +36,7 @@ _INTS = {
     "thread-pool-size": 1,
     "default-max-batch-size": 0,
 }
-_STRINGS = ("shm-region-prefix-name", "shm-dir")
+_STRINGS = ("shm-region-prefix-name", "shm-dir", "env-cache-dir")
 # Settings tritonserver passes to every backend; meaningless here.
 _GENERAL = ("backend-directory", "cmdline", "auto-complete-config", "min-compute-capability")
 
@@ -97,6 +97,8 @@ class BackendSettings:
                 parsed.triton[key] = value
                 if key == "shm-dir":
                     process.shm_dir = value
+                elif key == "env-cache-dir":
+                    process.env_cache_dir = value
                 else:
                     if "/" in value:
                         raise InvalidArgumentError(

@@ -24,6 +24,7 @@ import gc
 import itertools
 import logging
 import os
+import queue
 import signal
 import socket
 import sys
@@ -34,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from . import bls_wire as bls
 from . import pb_utils, protocol, runtime, shm
 from .loader import MissingClassError, ModelFile
 from .protocol import Channel
@@ -80,6 +82,7 @@ class Worker:
         self.level = logging.INFO
         self._calls = itertools.count(1)
         self._waiting: dict[int, list[Any]] = {}
+        self._bls: dict[int, queue.SimpleQueue] = {}
         self._state_lock = threading.Lock()
 
     # -- events ----------------------------------------------------------------------------------
@@ -103,14 +106,15 @@ class Worker:
             self.events.send_many(buffer)
             buffer.clear()
 
-    def call(self, message: tuple) -> Any:
-        """A call the server answers on the events channel (metric look-ups)."""
+    def call(self, message: tuple, wait: bool = True) -> Any:
+        """A call the server answers on the events channel (metric look-ups, model control;
+        ``wait=False``: no time limit)."""
         self.flush()
         call = next(self._calls)
         slot: list[Any] = [threading.Event(), None]
         self._waiting[call] = slot
         self.events.send((message[0], call, *message[1:]))
-        if not slot[0].wait(self.settings.get("call_timeout", 30.0)):
+        if not slot[0].wait(self.settings.get("call_timeout", 30.0) if wait else None):
             self._waiting.pop(call, None)
             raise pb_utils.TritonModelException("the server did not answer in time")
         ok, value = slot[1]
@@ -134,6 +138,12 @@ class Worker:
                     if slot is not None:
                         slot[1] = (message[2], message[3])
                         slot[0].set()
+                elif tag == protocol.BLS_RESPONSE:
+                    responses = self._bls.get(message[1])
+                    if responses is not None:
+                        if message[2]:
+                            del self._bls[message[1]]
+                        responses.put((message[2], message[3]))
                 elif tag == protocol.READY_PROBE:
                     threading.Thread(target=self._probe, args=(message[1],), daemon=True).start()
         except (EOFError, OSError):
@@ -188,6 +198,7 @@ class Worker:
         for entry in settings["sys_path"]:
             if entry not in sys.path:
                 sys.path.append(entry)
+        _activate(settings.get("env_roots", ()), settings.get("env_site", ()))
         self._set_level(settings["log_level"])
         arena = shm.Arena(
             settings["shm_dir"],
@@ -417,6 +428,28 @@ class _ChildServices(runtime.Services):
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
 
+    def bls(self, request: pb_utils.InferenceRequest, outer: list[Any]) -> Any:
+        wire = bls.request_wire(request)
+        rids = [
+            channel.rid
+            for channel in (getattr(r._sender, "_channel", None) for r in outer)
+            if isinstance(channel, _Channel)
+        ]
+        worker = self.worker
+        responses: queue.SimpleQueue = queue.SimpleQueue()
+        call = next(worker._calls)
+        worker._bls[call] = responses
+        worker.flush()
+        try:
+            worker.events.send((protocol.BLS, call, wire, rids))
+        except OSError:
+            worker._bls.pop(call, None)
+            raise pb_utils.TritonModelException("the server has gone") from None
+        return bls.drain(responses, bls.pb_response)
+
+    def model_control(self, operation: str, *args: Any) -> Any:
+        return self.worker.call((protocol.MODEL_CONTROL, operation, args), wait=False)
+
     def metric_family(self, name: str, description: str, kind: str) -> Any:
         family = self.worker.call((protocol.METRIC_FAMILY, name, description, kind))
         return _RemoteFamily(self.worker, family, kind)
@@ -470,6 +503,23 @@ class _RemoteMetric:
 
 
 # -- process ----------------------------------------------------------------------------------
+
+
+def _activate(roots: list[str], site_dirs: list[str]) -> None:
+    """Put the model's environments first: their site-packages (with their ``.pth`` files)
+    at the front of ``sys.path``, ``VIRTUAL_ENV`` and ``PATH`` as an activation sets them."""
+    if not site_dirs:
+        return
+    import site
+
+    before = list(sys.path)
+    for directory in site_dirs:
+        site.addsitedir(directory)
+    added = [entry for entry in sys.path if entry not in before]
+    sys.path[:] = added + before
+    os.environ["VIRTUAL_ENV"] = roots[0]
+    bins = [os.path.join(root, "bin") for root in roots]
+    os.environ["PATH"] = os.pathsep.join([*bins, os.environ.get("PATH", "")])
 
 
 def _exit(code: int) -> None:
