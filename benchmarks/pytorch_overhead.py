@@ -1,0 +1,163 @@
+"""PyTorch backend overhead: served throughput vs a bare loop of the same TorchScript module.
+
+The model is a 512-2048-2048-512 FP32 MLP (Linear + ReLU, seeded random weights, ~25 MB),
+traced with ``torch.jit.trace`` and saved into a temporary repository as ``model.pt``.
+
+No batching, one row per request, concurrency 8: the kernel ``Server`` with two KIND_CPU
+instances and ``api.infer`` (validation, default scheduler, instance threads, gather/scatter,
+statistics, response streams), against two threads each looping the module (its own
+``torch.jit.load``) under ``torch.inference_mode()``. torch's intra-op thread count is
+process-wide; both sides run with ``--threads`` (default 1, set through the model's
+``INTRA_OP_THREAD_COUNT`` when served). Target: served / bare >= 0.9.
+
+Served and bare rounds alternate (``--rounds``, ``--seconds`` each) and the best of each is
+kept: the machine may be shared and noisy. Two checks on a lucky best are printed too: the
+median of the rounds' own ratios, and bare CPU time per row over served CPU time per row, which
+moves little with the load of the machine.
+
+Needs torch and the ``nereid-pytorch`` plugin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import statistics
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import support
+import torch
+from nereid import InferenceRequest, Server, Tensor
+
+SIZES = (512, 2048, 2048, 512)
+
+
+def build_model(path: Path) -> None:
+    torch.manual_seed(0)
+    layers: list[torch.nn.Module] = []
+    for a, b in itertools.pairwise(SIZES):
+        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+    module = torch.nn.Sequential(*layers[:-1]).eval()
+    traced = torch.jit.trace(module, torch.zeros(1, SIZES[0]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.jit.save(traced, str(path))
+
+
+def config(threads: int) -> str:
+    return f"""
+    backend: "pytorch"
+    max_batch_size: 32
+    input [ {{ name: "INPUT__0" data_type: TYPE_FP32 dims: [ {SIZES[0]} ] }} ]
+    output [ {{ name: "OUTPUT__0" data_type: TYPE_FP32 dims: [ {SIZES[-1]} ] }} ]
+    instance_group [ {{ kind: KIND_CPU count: 2 }} ]
+    parameters {{ key: "INTRA_OP_THREAD_COUNT" value: {{ string_value: "{threads}" }} }}
+    """
+
+
+@dataclass
+class Round:
+    rate: float  # rows per second
+    cpu_per_row: float  # process CPU seconds per row
+
+
+def bare_round(model: Path, threads: int, seconds: float) -> Round:
+    """Two threads looping the module on one row each."""
+    torch.set_num_threads(threads)
+    modules = [torch.jit.load(str(model), map_location="cpu").eval() for _ in range(2)]
+    x = torch.from_numpy(np.random.default_rng(1).standard_normal((1, SIZES[0])).astype("f4"))
+    with torch.inference_mode():
+        for module in modules:  # warm up (the profiling executor optimizes after a few runs)
+            for _ in range(3):
+                module(x)
+    counts = [0, 0]
+    start_line = threading.Barrier(3)
+
+    def loop(index: int) -> None:
+        module = modules[index]
+        start_line.wait()
+        deadline = time.perf_counter() + seconds
+        done = 0
+        with torch.inference_mode():
+            while time.perf_counter() < deadline:
+                module(x).numpy()
+                done += 1
+        counts[index] = done
+
+    workers = [threading.Thread(target=loop, args=(i,)) for i in range(2)]
+    for worker in workers:
+        worker.start()
+    start_line.wait()
+    began, cpu = time.perf_counter(), time.process_time()
+    for worker in workers:
+        worker.join()
+    elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
+    total = sum(counts)
+    return Round(total / elapsed, cpu / max(total, 1))
+
+
+async def served_round(server: Server, in_flight: int, seconds: float) -> Round:
+    api = server.api
+    x = np.random.default_rng(1).standard_normal((1, SIZES[0])).astype(np.float32)
+
+    async def submit() -> None:
+        await api.infer(InferenceRequest("mlp", [Tensor("INPUT__0", x)])).single()
+
+    cpu = time.process_time()
+    done, elapsed = await support.keep_in_flight(submit, in_flight, seconds)
+    cpu = time.process_time() - cpu
+    return Round(done / elapsed, cpu / max(done, 1))
+
+
+async def main(args) -> None:
+    root = Path(tempfile.mkdtemp(prefix="nereid-torch-bench-"))
+    model_file = root / "mlp" / "1" / "model.pt"
+    build_model(model_file)
+    (root / "mlp" / "config.pbtxt").write_text(config(args.threads))
+    print(
+        f"model {'-'.join(map(str, SIZES))} FP32 MLP (TorchScript), torch threads "
+        f"{args.threads}, cores {len(os.sched_getaffinity(0))}, torch {torch.__version__}"
+    )
+    server = Server(str(root), log_info=False)
+    await server.start()
+    try:
+        await served_round(server, 8, 0.5)  # warm up both instances
+        pairs = []
+        for index in range(args.rounds):
+            if index % 2 == 0:
+                bare = await asyncio.to_thread(bare_round, model_file, args.threads, args.seconds)
+                served = await served_round(server, 8, args.seconds)
+            else:
+                served = await served_round(server, 8, args.seconds)
+                bare = await asyncio.to_thread(bare_round, model_file, args.threads, args.seconds)
+            pairs.append((served, bare))
+            print(
+                f"  round {index + 1}: served {served.rate:,.0f} rows/s, bare "
+                f"{bare.rate:,.0f} rows/s: {served.rate / bare.rate:.2f}"
+            )
+    finally:
+        await server.stop()
+    best_served = max(served.rate for served, _ in pairs)
+    best_bare = max(bare.rate for _, bare in pairs)
+    ratios = [served.rate / bare.rate for served, bare in pairs]
+    cpu = [bare.cpu_per_row / served.cpu_per_row for served, bare in pairs]
+    print(
+        f"no batching, concurrency 8, two instances: served {best_served:,.0f} rows/s / bare "
+        f"{best_bare:,.0f} rows/s = {best_served / best_bare:.3f}  (target >= 0.9)\n"
+        f"    median of the rounds' ratios {statistics.median(ratios):.3f}; CPU per row, "
+        f"bare / served: {statistics.median(cpu):.3f}"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    asyncio.run(main(parser.parse_args()))
