@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import queue
 import signal
-from importlib import metadata
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from grpc_testsupport import build_repository
 from nereid.testing import free_port, serve_process
-
-
-def _http_installed() -> bool:
-    return any(ep.name == "http" for ep in metadata.entry_points(group="nereid"))
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +19,8 @@ def served(tmp_path_factory):
     arguments = [
         "--model-repository",
         str(repo.root),
+        "--plugins",
+        "nereid-grpc",  # only this frontend: no other listens on its default port
         "--grpc-port",
         str(port),
         "--grpc-address",
@@ -33,8 +30,6 @@ def served(tmp_path_factory):
         "--load-model=repeat",
         "--exit-timeout-secs=5",
     ]
-    if _http_installed():
-        arguments += ["--allow-http", "false"]
     log = tmp_path_factory.mktemp("log") / "serve.log"
     url = f"127.0.0.1:{port}"
 

@@ -53,6 +53,11 @@ class InferenceService:
         self.cuda_shm = CudaSharedMemoryManager()
         self.custom_metrics = CustomMetricsRegistry()
         self.log_settings = server.log_settings
+        # The request tracer a tracing plugin installs (None: no tracing). Frontends serve its
+        # settings on the trace endpoints (``get_settings(model)``, ``update_settings(model,
+        # changes)``) and attach what only they see to the requests they receive; see the
+        # TRACE_* keys of nereid.observers.
+        self.tracer: Any = None
         self._mailbox: LoopMailbox | None = None
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:

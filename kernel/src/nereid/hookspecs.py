@@ -107,6 +107,12 @@ def server_stopping(server: Server) -> None:
 
 
 @hookspec
+def server_stopped(server: Server) -> None:
+    """The server has drained its in-flight requests, unloaded its models and closed its
+    frontends: flush and release what a plugin holds for the server (trace files, exporters)."""
+
+
+@hookspec
 def model_loading(model_name: str, version: int, config: Any) -> None:
     """A model version starts loading its instances, with its configuration after
     auto-complete and validation."""

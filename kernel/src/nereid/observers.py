@@ -18,6 +18,23 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# ``request.context`` keys of request tracing (a tracing plugin installs the tracer; see
+# docs/tracing.md). Nothing else on the request path reads them.
+#
+# TRACE_KEY: the trace of a request that is being traced, set by the tracer when it samples the
+# request (absent otherwise). A frontend that sees one after ``api.infer`` reports its own
+# timestamps to it: ``trace.received(protocol, recv_start_ns, recv_end_ns)`` at once, then
+# ``trace.sent(send_start_ns, send_end_ns)`` after writing the response (``protocol`` "HTTP" or
+# "GRPC"; monotonic ns).
+TRACE_KEY = "nereid.trace"
+# TRACE_PARENT_KEY: on a request made on behalf of another (an ensemble step, a BLS call), the
+# parent InferenceRequest; the tracer traces it as a child of the parent's trace, if any.
+TRACE_PARENT_KEY = "nereid.trace.parent"
+# TRACE_CARRIER_KEY: W3C trace-context headers the client sent ({"traceparent": ...,
+# "tracestate": ...}), attached by a frontend while ``api.tracer.propagate`` is true.
+TRACE_CARRIER_KEY = "nereid.trace.carrier"
+
+
 class FailureReason(enum.Enum):
     """Why a request failed, with Triton's metric label values."""
 

@@ -178,6 +178,7 @@ class Server:
             await self.repository.stop(timeout=remaining)
         self.api.system_shm.unregister()
         self.live = False
+        self.plugins.hook.server_stopped(server=self)
 
     async def __aenter__(self) -> Server:
         await self.start()

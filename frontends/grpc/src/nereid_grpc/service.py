@@ -8,11 +8,13 @@ Handlers are registered by hand under Triton's method paths
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 from nereid import InternalError, NereidError, UnavailableError, UnsupportedError
+from nereid.observers import TRACE_CARRIER_KEY, TRACE_KEY
 
 from . import codec
 from .protos import grpc_service_pb2 as pb
@@ -27,6 +29,7 @@ SERVICE_NAME = "inference.GRPCInferenceService"
 HEALTH_SERVICE_NAME = "grpc.health.v1.Health"
 
 Handler = Callable[[Any, Any], Awaitable[Any]]
+_now = time.monotonic_ns
 
 # RPC name -> (request message, response message); ModelStreamInfer is registered apart.
 _UNARY: dict[str, tuple[Any, Any]] = {
@@ -230,6 +233,7 @@ class GrpcService:
     # -- inference -----------------------------------------------------------------------------
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:
+        read_start = _now()
         api = self.api
         try:
             version = codec.parse_version(request.model_version)
@@ -241,18 +245,30 @@ class GrpcService:
             infer_request, _ = codec.decode_request(
                 request, api, self.allow_shm, version, forwarded
             )
+            read_end = _now()
+            if api.tracer is not None and api.tracer.propagate:
+                _trace_carrier(context, infer_request)
             stream = api.infer(infer_request)
         except NereidError as exc:
             await context.abort(status_code(exc), exc.message)
         except Exception as exc:
             await _internal(context, exc)
+        trace = infer_request.context.get(TRACE_KEY)
+        if trace is not None:
+            trace.received("GRPC", read_start, read_end)
         # Cancelling this handler (client gone, deadline passed) cancels the request.
         response = await stream.__anext__()
         error = response.error
         if error is not None:
             await context.abort(status_code(error), error.message)
         try:
-            return codec.encode_response(response)
+            if trace is None:
+                return codec.encode_response(response)
+            # the send as far as this handler sees it: until the message is handed to gRPC
+            send_start = _now()
+            reply = codec.encode_response(response)
+            trace.sent(send_start, _now())
+            return reply
         except NereidError as exc:
             await context.abort(status_code(exc), exc.message)
 
@@ -366,8 +382,19 @@ class GrpcService:
     # -- settings ------------------------------------------------------------------------------
 
     async def TraceSetting(self, request: Any, context: Any) -> Any:
-        # As a tritonserver built without tracing answers.
-        raise UnavailableError("the server does not support trace")
+        tracer = self.api.tracer
+        if tracer is None:  # as a tritonserver built without tracing answers
+            raise UnavailableError("the server does not support trace")
+        if request.settings:
+            # an entry with no value clears that setting
+            changes = {key: list(value.value) or None for key, value in request.settings.items()}
+            settings = tracer.update_settings(request.model_name, changes)
+        else:
+            settings = tracer.get_settings(request.model_name)
+        response = pb.TraceSettingResponse()
+        for key, value in settings.items():
+            response.settings[key].value.extend(value if isinstance(value, list) else [value])
+        return response
 
     async def LogSettings(self, request: Any, context: Any) -> Any:
         changes: dict[str, Any] = {}
@@ -396,6 +423,17 @@ class GrpcService:
             else:
                 target.string_param = str(value)
         return response
+
+
+def _trace_carrier(context: Any, infer_request: Any) -> None:
+    """Attach the client's W3C trace context (``traceparent``, ``tracestate`` metadata)."""
+    carrier = {
+        key: value
+        for key, value in context.invocation_metadata() or ()
+        if key in ("traceparent", "tracestate") and isinstance(value, str)
+    }
+    if "traceparent" in carrier:
+        infer_request.context[TRACE_CARRIER_KEY] = carrier
 
 
 def _guarded(behavior: Handler) -> Handler:

@@ -18,6 +18,7 @@ import base64
 import binascii
 import logging
 import re
+import time
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -32,6 +33,7 @@ from nereid.errors import (
     UnavailableError,
     UnsupportedError,
 )
+from nereid.observers import TRACE_CARRIER_KEY, TRACE_KEY
 
 from . import codec
 from .errors import error_body, status_of
@@ -50,6 +52,7 @@ _GENERATE_ONE_MESSAGE = (
 _SHM_ACTIONS = ("status", "register", "unregister")
 
 Handler = Callable[..., Awaitable[web.StreamResponse]]
+_now = time.monotonic_ns
 
 
 def create_frontend(options: argparse.Namespace) -> HttpFrontend | None:
@@ -253,7 +256,7 @@ class HttpFrontend:
                 handler = self._model_actions.get(parts[index])
                 return (handler, (name, version)) if handler is not None else None
             if rest == 2 and parts[index:] == ["trace", "setting"] and not version:
-                return self._trace, ()
+                return self._trace, (name,)
             return None
         if section == "health":
             if n == 4 and parts[3] in ("live", "ready"):
@@ -274,7 +277,7 @@ class HttpFrontend:
         if section == "logging" and n == 3:
             return self._logging, ()
         if section == "trace" and n == 4 and parts[3] == "setting":
-            return self._trace, ()
+            return self._trace, ("",)
         return None
 
     def _route_repository(self, rest: list[str]) -> tuple[Handler, tuple[Any, ...]] | None:
@@ -393,12 +396,17 @@ class HttpFrontend:
             return _method_not_allowed()
         return _json(self.api.log_settings.get())
 
-    async def _trace(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _trace(self, request: web.BaseRequest, model: str) -> web.StreamResponse:
         if (denied := self._forbidden(request, "trace")) is not None:
             return denied
         if request.method not in ("GET", "POST"):
             return _method_not_allowed()
-        raise UnsupportedError("trace is not supported by this server")
+        tracer = self.api.tracer
+        if tracer is None:
+            raise UnsupportedError("trace is not supported by this server")
+        if request.method == "POST":
+            return _json(tracer.update_settings(model, await self._read_json(request)))
+        return _json(tracer.get_settings(model))
 
     # -- models ----------------------------------------------------------------------------------
 
@@ -558,6 +566,7 @@ class HttpFrontend:
                 parameters[key] = value
 
     async def _infer(self, request: web.BaseRequest, name: str, version: str) -> web.StreamResponse:
+        recv_start = _now()
         restriction = self._restrict_inference
         if restriction is not None and (denied := self._check_restriction(request, restriction)):
             return denied
@@ -571,6 +580,7 @@ class HttpFrontend:
         if model.decoupled and not sse:
             raise UnsupportedError(_DECOUPLED_MESSAGE)
         body = await self._read_body(request)
+        recv_end = _now()
         header_length = headers.get("Inference-Header-Content-Length")
         binary_outputs: dict[str, bool] = {}
         binary_default = False
@@ -591,9 +601,14 @@ class HttpFrontend:
                 )
         if self.forward is not None:
             self._forward_headers(request, infer_request.parameters)
+        if api.tracer is not None and api.tracer.propagate:
+            _trace_carrier(headers, infer_request)
         stream = api.infer(infer_request)
         if sse:
             return await self._stream_events(request, stream, codec.encode_sse_response)
+        trace = infer_request.context.get(TRACE_KEY)
+        if trace is not None:
+            trace.received("HTTP", recv_start, recv_end)
         response = await stream.single()
         payload, json_length = codec.encode_infer_response(response, binary_outputs, binary_default)
         if json_length is None:
@@ -607,7 +622,13 @@ class HttpFrontend:
         if accept is not None and (encoding := _accept_encoding(accept)) is not None:
             payload = _compress(payload, encoding)
             reply_headers["Content-Encoding"] = encoding
-        return web.Response(body=payload, headers=reply_headers)
+        reply = web.Response(body=payload, headers=reply_headers)
+        if trace is not None:  # sent here, to time the send
+            send_start = _now()
+            await reply.prepare(request)
+            await reply.write_eof()
+            trace.sent(send_start, _now())
+        return reply
 
     async def _stream_events(
         self, request: web.BaseRequest, stream: Any, encode: Callable[[Any], bytes]
@@ -652,6 +673,8 @@ class HttpFrontend:
         infer_request = codec.decode_generate_request(doc, model, model_version)
         if self.forward is not None:
             self._forward_headers(request, infer_request.parameters)
+        if self.api.tracer is not None and self.api.tracer.propagate:
+            _trace_carrier(request.headers, infer_request)
         return self.api.infer(infer_request)
 
     async def _generate(
@@ -683,6 +706,17 @@ class HttpFrontend:
         return await self._stream_events(
             request, stream, lambda r: codec.sse_event(codec.encode_generate_response(r))
         )
+
+
+def _trace_carrier(headers: Any, infer_request: Any) -> None:
+    """Attach the client's W3C trace context (``traceparent``, ``tracestate``) for the tracer."""
+    parent = headers.get("traceparent")
+    if parent is not None:
+        carrier = {"traceparent": parent}
+        state = headers.get("tracestate")
+        if state is not None:
+            carrier["tracestate"] = state
+        infer_request.context[TRACE_CARRIER_KEY] = carrier
 
 
 def _header_length(value: str, body_length: int) -> int:

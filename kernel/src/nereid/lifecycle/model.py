@@ -109,6 +109,7 @@ class LoadedModel:
         self.reshaped_outputs = any(s.reshape is not None for s in self.outputs.values())
         self.required_inputs = [s.name for s in self.inputs.values() if not s.optional]
         self.statistics = ModelStatistics(name, version)
+        self.load_duration_ns = 0  # backend model to warmed-up instances, set once loaded
         self.scheduler: Scheduler | None = None
         self.runners: list[InstanceRunner] = []
         self.in_flight = 0

@@ -20,6 +20,7 @@ import json
 import logging
 import shutil
 import tempfile
+import time
 from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -962,6 +963,7 @@ class RepositoryManager:
     ) -> LoadedModel:
         """Backend model, auto-complete, defaults and validation, instances, warmup."""
         server = self.server
+        started_ns = time.monotonic_ns()
         version_path = model_dir / str(version)
         model = None
         if not config.name:
@@ -984,6 +986,7 @@ class RepositoryManager:
             server.plugins.hook.model_loading(model_name=name, version=version, config=config)
             loaded = LoadedModel(server, name, version, config, version_path, model)
             await loaded.start(server.plugins.registries["scheduler"])
+            loaded.load_duration_ns = time.monotonic_ns() - started_ns
         except BaseException:
             if model is not None:
                 await asyncio.to_thread(model.finalize)

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from nereid.errors import NereidError
+from nereid.observers import TRACE_PARENT_KEY
 from nereid.types import InferenceRequest, InferenceResponse, Tensor
 
 from . import pb_utils
@@ -109,6 +110,8 @@ def start_call(
             if parent.is_cancelled():
                 on_response(InferenceResponse(error=_cancelled(), final=True))
                 return
+        if len(outer) == 1:  # traced as a child of the request it was made for
+            request.context[TRACE_PARENT_KEY] = outer[0]
         try:
             stream = api.infer(request)
         except NereidError as exc:

@@ -39,6 +39,7 @@ from nereid import (
     Tensor,
     UnavailableError,
 )
+from nereid.observers import TRACE_PARENT_KEY
 
 from .graph import EnsembleGraph, Plan, Step, build_graph
 
@@ -328,6 +329,7 @@ class _Run:
             sequence_start=parent.sequence_start,
             sequence_end=parent.sequence_end,
         )
+        request.context[TRACE_PARENT_KEY] = parent  # the step is traced as the request's child
         self.inflight += 1
         limiters = self.sched.limiters
         if limiters is None:
