@@ -29,11 +29,8 @@ Needs ``wrk`` (``apt-get install -y wrk``), nereid, nereid-http and nereid-metri
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,75 +41,16 @@ from pathlib import Path
 from statistics import median
 
 import numpy as np
+import support
 
 MODEL = "identity"
 SHAPE = [1, 16]
-MODEL_CONFIG = """
-backend: "identity"
-max_batch_size: 8
-input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 16 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 16 ] } ]
-instance_group [ { kind: KIND_CPU count: 1 } ]
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+MODEL_CONFIG = support.IDENTITY_CONFIG
+VALUES = (np.arange(16, dtype=np.float32) * 0.25).reshape(SHAPE)
 
 
 def binary_request() -> tuple[bytes, dict[str, str]]:
-    values = (np.arange(16, dtype=np.float32) * 0.25).reshape(SHAPE)
-    header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "INPUT0",
-                    "shape": SHAPE,
-                    "datatype": "FP32",
-                    "parameters": {"binary_data_size": values.nbytes},
-                }
-            ],
-            "outputs": [{"name": "OUTPUT0", "parameters": {"binary_data": True}}],
-        }
-    ).encode()
-    return header + values.tobytes(), {
-        "Content-Type": "application/octet-stream",
-        "Inference-Header-Content-Length": str(len(header)),
-    }
-
-
-def lua_script(body: bytes, headers: dict[str, str]) -> str:
-    escaped = "".join(f"\\{b}" for b in body)  # decimal escapes keep every byte exact
-    lines = ['wrk.method = "POST"', f'wrk.body = "{escaped}"']
-    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
-    return "\n".join(lines) + "\n"
-
-
-def wait_ready(port: int, process: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    url = f"http://127.0.0.1:{port}/v2/health/ready"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited with {process.returncode} before becoming ready")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"server on port {port} not ready after {timeout}s")
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process, all its threads (Linux ``/proc``), else None."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return support.request_body("binary", VALUES)
 
 
 def scrape(port: int) -> bytes:
@@ -135,25 +73,6 @@ class Scraper(threading.Thread):
             self.count += 1
 
 
-def run_wrk(
-    url: str, script: Path, duration: int, connections: int, cpu: str | None, pid: int
-) -> tuple[float, int, float | None]:
-    """Requests/s, non-2xx count, and server CPU microseconds per request."""
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, duration)}s", "-s", str(script), url]
-    if cpu is not None:
-        command = ["taskset", "-c", cpu, *command]
-    cpu_before = cpu_seconds(pid)
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    cpu_after = cpu_seconds(pid)
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
-    count = int(re.search(r"(\d+) requests in", output).group(1))
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    per_request = None
-    if cpu_before is not None and cpu_after is not None and count:
-        per_request = (cpu_after - cpu_before) / count * 1e6
-    return rate, int(bad.group(1)) if bad else 0, per_request
-
-
 def scrape_cost(root: Path, models: int, server_cpu: str | None, summaries: bool) -> str:
     """Server CPU per scrape of an idle server holding ``models`` models, each inferred once."""
     repo = root / f"scrape-{models}"
@@ -161,7 +80,7 @@ def scrape_cost(root: Path, models: int, server_cpu: str | None, summaries: bool
         model_dir = repo / f"identity_{index}"
         (model_dir / "1").mkdir(parents=True, exist_ok=True)
         (model_dir / "config.pbtxt").write_text(MODEL_CONFIG)
-    http_port, metrics_port = free_port(), free_port()
+    http_port, metrics_port = support.free_port(), support.free_port()
     command = serve_command(repo, http_port, metrics_port)
     if summaries:
         command += ["--metrics-config", "summary_latencies=true"]
@@ -169,7 +88,7 @@ def scrape_cost(root: Path, models: int, server_cpu: str | None, summaries: bool
         command = ["taskset", "-c", server_cpu, *command]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_ready(http_port, process, timeout=120)
+        support.wait_ready(http_port, process, timeout=120)
         body, headers = binary_request()
         for index in range(models):
             url = f"http://127.0.0.1:{http_port}/v2/models/identity_{index}/infer"
@@ -179,12 +98,12 @@ def scrape_cost(root: Path, models: int, server_cpu: str | None, summaries: bool
         for _ in range(5):
             scrape(metrics_port)
         count = 50
-        before = cpu_seconds(process.pid)
+        before = support.cpu_seconds(process.pid)
         start = time.perf_counter()
         for _ in range(count):
             scrape(metrics_port)
         wall = (time.perf_counter() - start) / count * 1e3
-        after = cpu_seconds(process.pid)
+        after = support.cpu_seconds(process.pid)
         cpu = (after - before) / count * 1e3 if before is not None and after is not None else 0
         kind = "with summaries" if summaries else "defaults"
         return (
@@ -197,14 +116,13 @@ def scrape_cost(root: Path, models: int, server_cpu: str | None, summaries: bool
 
 
 def serve_command(repo: Path, http_port: int, metrics_port: int | None) -> list[str]:
-    command = [sys.executable, "-m", "nereid.cli", "serve", "--model-repository", str(repo)]
-    command += ["--plugins", "nereid-http,nereid-metrics", "--log-info", "false"]
-    command += ["--http-address", "127.0.0.1", "--http-port", str(http_port)]
+    options = ["--plugins", "nereid-http,nereid-metrics"]
+    options += ["--http-address", "127.0.0.1", "--http-port", str(http_port)]
     if metrics_port is None:
-        command += ["--block-plugin", "metrics"]
+        options += ["--block-plugin", "metrics"]
     else:
-        command += ["--metrics-address", "127.0.0.1", "--metrics-port", str(metrics_port)]
-    return command
+        options += ["--metrics-address", "127.0.0.1", "--metrics-port", str(metrics_port)]
+    return support.serve_command(repo, options)
 
 
 def main() -> int:
@@ -227,10 +145,9 @@ def main() -> int:
         print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
         return 2
 
-    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    pin = not args.no_pin and len(cores) >= 2 and shutil.which("taskset") is not None
-    server_cpu = str(cores[0]) if pin else None
-    client_cpu = str(cores[1]) if pin else None
+    cores = support.two_cores(args.no_pin)
+    server_cpu = str(cores[0]) if cores else None
+    client_cpu = str(cores[1]) if cores else None
     if client_cpu is not None:
         os.sched_setaffinity(0, {int(client_cpu)})  # the scraper thread runs beside wrk
 
@@ -242,11 +159,11 @@ def main() -> int:
         (model_dir / "config.pbtxt").write_text(MODEL_CONFIG)
 
         variants: dict[str, tuple[int, int | None, subprocess.Popen]] = {}
-        plan = {"a": (None, []), "b": (free_port(), [])}
+        plan = {"a": (None, []), "b": (support.free_port(), [])}
         if args.summaries:
-            plan["c"] = (free_port(), ["--metrics-config", "summary_latencies=true"])
+            plan["c"] = (support.free_port(), ["--metrics-config", "summary_latencies=true"])
         for name, (metrics_port, extra) in plan.items():
-            http_port = free_port()
+            http_port = support.free_port()
             command = serve_command(work / "models", http_port, metrics_port) + extra
             if server_cpu is not None:
                 command = ["taskset", "-c", server_cpu, *command]
@@ -256,18 +173,20 @@ def main() -> int:
             processes.append(process)
             variants[name] = (http_port, metrics_port, process)
         for http_port, metrics_port, process in variants.values():
-            wait_ready(http_port, process)
+            support.wait_ready(http_port, process)
             if metrics_port is not None:
                 assert b"nv_inference_count" in scrape(metrics_port)
 
         body, headers = binary_request()
         script = work / "binary.lua"
-        script.write_text(lua_script(body, headers))
+        script.write_text(support.lua_script(body, headers))
         urls = {
             n: f"http://127.0.0.1:{p}/v2/models/{MODEL}/infer" for n, (p, _, _) in variants.items()
         }
         for name, (_, _, process) in variants.items():
-            run_wrk(urls[name], script, args.warmup, args.connections, client_cpu, process.pid)
+            support.run_wrk(
+                urls[name], script, args.warmup, args.connections, client_cpu, process.pid
+            )
 
         rates: dict[str, list[float]] = {name: [] for name in variants}
         cpus: dict[str, list[float]] = {name: [] for name in variants}
@@ -279,7 +198,7 @@ def main() -> int:
                 scraper = Scraper(metrics_port) if metrics_port is not None else None
                 if scraper is not None:
                     scraper.start()
-                rate, bad, per_request = run_wrk(
+                rate, bad, per_request = support.run_wrk(
                     urls[name], script, args.duration, args.connections, client_cpu, process.pid
                 )
                 if scraper is not None:
@@ -332,12 +251,7 @@ def main() -> int:
         return 0
     finally:
         for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            support.stop(process)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import os
 import statistics
 import tempfile
@@ -48,37 +47,9 @@ SIZES = (512, 2048, 2048, 512)
 
 def build_model(folder: Path) -> Path:
     """``folder/model.xml`` (+ ``model.bin``) converted from an ONNX MLP made with onnx.helper."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    nodes, inits, current = [], [], "X"
-    layers = list(itertools.pairwise(SIZES))
-    for index, (a, b) in enumerate(layers):
-        w = (rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32)
-        bias = (rng.standard_normal(b) * 0.1).astype(np.float32)
-        inits += [
-            numpy_helper.from_array(w, f"W{index}"),
-            numpy_helper.from_array(bias, f"B{index}"),
-        ]
-        nodes.append(helper.make_node("MatMul", [current, f"W{index}"], [f"mm{index}"]))
-        out = "Y" if index == len(layers) - 1 else f"add{index}"
-        nodes.append(helper.make_node("Add", [f"mm{index}", f"B{index}"], [out]))
-        if out != "Y":
-            nodes.append(helper.make_node("Relu", [out], [f"relu{index}"]))
-            current = f"relu{index}"
-    graph = helper.make_graph(
-        nodes,
-        "mlp",
-        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", SIZES[0]])],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", SIZES[-1]])],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
     folder.mkdir(parents=True, exist_ok=True)
     onnx_path = folder.parent / "mlp.onnx"
-    onnx.save_model(model, str(onnx_path))
+    support.save_mlp_onnx(onnx_path, SIZES)
     xml = folder / "model.xml"
     ov.save_model(ov.convert_model(str(onnx_path)), str(xml), compress_to_fp16=False)
     onnx_path.unlink()

@@ -25,20 +25,17 @@ meaningful, the absolute figures are lower).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
+import support
 
 SHAPE = [1, 16]
 MODELS = ("identity", "py_process", "py_thread")
@@ -108,77 +105,7 @@ def model_config(name: str, instances: int = 1, batching: bool = False) -> str:
     return CONFIG.format(backend='backend: "python"', extra=extra, instances=instances)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def request_body(kind: str) -> tuple[bytes, dict[str, str]]:
-    values = (np.arange(16, dtype=np.float32) * 0.25).reshape(SHAPE)
-    if kind == "json":
-        body = {
-            "inputs": [
-                {
-                    "name": "INPUT0",
-                    "shape": SHAPE,
-                    "datatype": "FP32",
-                    "data": values.ravel().tolist(),
-                }
-            ],
-            "outputs": [{"name": "OUTPUT0", "parameters": {"binary_data": False}}],
-        }
-        return json.dumps(body).encode(), {"Content-Type": "application/json"}
-    header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "INPUT0",
-                    "shape": SHAPE,
-                    "datatype": "FP32",
-                    "parameters": {"binary_data_size": values.nbytes},
-                }
-            ],
-            "outputs": [{"name": "OUTPUT0", "parameters": {"binary_data": True}}],
-        }
-    ).encode()
-    headers = {
-        "Content-Type": "application/octet-stream",
-        "Inference-Header-Content-Length": str(len(header)),
-    }
-    return header + values.tobytes(), headers
-
-
-def check_response(url: str, body: bytes, headers: dict[str, str]) -> None:
-    """One request by hand: 200, and OUTPUT0 equal to INPUT0."""
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        data = response.read()
-        length = response.headers.get("Inference-Header-Content-Length")
-    expected = (np.arange(16, dtype=np.float32) * 0.25).reshape(SHAPE)
-    if length is None:
-        out = json.loads(data)["outputs"][0]
-        got = np.asarray(out["data"], dtype=np.float32).reshape(out["shape"])
-    else:
-        got = np.frombuffer(data[int(length) :], dtype=np.float32).reshape(SHAPE)
-    if not np.array_equal(got, expected):
-        raise SystemExit(f"wrong answer from {url}: {got}")
-
-
-def wait_ready(port: int, process: subprocess.Popen, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    url = f"http://127.0.0.1:{port}/v2/health/ready"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited with {process.returncode} before becoming ready")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"server on port {port} not ready after {timeout}s")
+VALUES = (np.arange(16, dtype=np.float32) * 0.25).reshape(SHAPE)
 
 
 def process_tree_cpu(pid: int) -> float | None:
@@ -199,14 +126,11 @@ def process_tree_cpu(pid: int) -> float | None:
     return total
 
 
-def run_wrk(url: str, script: Path, duration: float, connections: int) -> tuple[float, int]:
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "-s"]
-    output = subprocess.run(
-        [*command, str(script), url], capture_output=True, text=True, check=True
-    ).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    return rate, int(bad.group(1)) if bad else 0
+def run_wrk(
+    url: str, script: Path, duration: float, connections: int, pid: int
+) -> tuple[float, int]:
+    rate, bad, _ = support.run_wrk(url, script, round(duration), connections, None, pid)
+    return rate, bad
 
 
 def run_aiohttp(
@@ -220,13 +144,6 @@ def run_aiohttp(
         check=True,
     ).stdout.split()
     return float(output[0]), int(output[1])
-
-
-def lua_script(body: bytes, headers: dict[str, str]) -> str:
-    escaped = "".join(f"\\{b}" for b in body)  # decimal escapes keep every byte exact
-    lines = ['wrk.method = "POST"', f'wrk.body = "{escaped}"']
-    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
-    return "\n".join(lines) + "\n"
 
 
 def main() -> int:
@@ -258,33 +175,19 @@ def main() -> int:
             )
             if name != "identity":
                 (model_dir / "1" / "model.py").write_text(MODEL_PY)
-        body, headers = request_body(args.body)
+        body, headers = support.request_body(args.body, VALUES)
         (work / "body.bin").write_bytes(body)
-        (work / "request.lua").write_text(lua_script(body, headers))
+        (work / "request.lua").write_text(support.lua_script(body, headers))
         (work / "loader.py").write_text(LOADER)
 
-        port = free_port()
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "nereid.cli",
-                "serve",
-                "--model-repository",
-                str(work / "models"),
-                "--plugins",
-                "nereid-http,nereid-python"
-                + (",nereid-dynamic-batcher" if args.dynamic_batching else ""),
-                "--http-address",
-                "127.0.0.1",
-                "--http-port",
-                str(port),
-                "--log-info",
-                "false",
-            ],
-            stdout=subprocess.DEVNULL,
+        port = support.free_port()
+        plugins = "nereid-http,nereid-python" + (
+            ",nereid-dynamic-batcher" if args.dynamic_batching else ""
         )
-        wait_ready(port, server)
+        server = subprocess.Popen(
+            support.http_serve_command(work / "models", plugins, port), stdout=subprocess.DEVNULL
+        )
+        support.wait_ready(port, server, timeout=120.0)
 
         def measure(name: str, duration: float) -> tuple[float, float | None]:
             """Requests/s, and server CPU microseconds per request (model processes
@@ -293,7 +196,9 @@ def main() -> int:
             cpu_before = process_tree_cpu(server.pid)
             started = time.monotonic()
             if use_wrk:
-                rate, bad = run_wrk(url, work / "request.lua", duration, args.connections)
+                rate, bad = run_wrk(
+                    url, work / "request.lua", duration, args.connections, server.pid
+                )
             else:
                 rate, bad = run_aiohttp(
                     work / "loader.py", url, work / "body.bin", headers, duration, args.connections
@@ -308,7 +213,9 @@ def main() -> int:
             return rate, per_request
 
         for name in MODELS:
-            check_response(f"http://127.0.0.1:{port}/v2/models/{name}/infer", body, headers)
+            support.check_response(
+                f"http://127.0.0.1:{port}/v2/models/{name}/infer", body, headers, VALUES
+            )
             measure(name, args.warmup)
         best = dict.fromkeys(MODELS, 0.0)
         cpu: dict[str, float] = {}
@@ -350,11 +257,7 @@ def main() -> int:
         return 0
     finally:
         if server is not None:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            support.stop(server, timeout=30)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -11,6 +11,7 @@ HTTP and their check, ``wrk``, core pinning, and keeping requests in flight in-p
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import re
@@ -196,3 +197,38 @@ async def keep_in_flight(
     start = loop.time()
     await asyncio.gather(*(client() for _ in range(in_flight)))
     return done, loop.time() - start
+
+
+def save_mlp_onnx(path: Path, sizes: tuple[int, ...]) -> None:
+    """An ONNX MLP (MatMul + Add + Relu layers between ``sizes``, seeded weights) made with
+    onnx.helper, saved at ``path``."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes, inits, current = [], [], "X"
+    layers = list(itertools.pairwise(sizes))
+    for index, (a, b) in enumerate(layers):
+        w = (rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32)
+        bias = (rng.standard_normal(b) * 0.1).astype(np.float32)
+        inits += [
+            numpy_helper.from_array(w, f"W{index}"),
+            numpy_helper.from_array(bias, f"B{index}"),
+        ]
+        nodes.append(helper.make_node("MatMul", [current, f"W{index}"], [f"mm{index}"]))
+        out = "Y" if index == len(layers) - 1 else f"add{index}"
+        nodes.append(helper.make_node("Add", [f"mm{index}", f"B{index}"], [out]))
+        if out != "Y":
+            nodes.append(helper.make_node("Relu", [out], [f"relu{index}"]))
+            current = f"relu{index}"
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", sizes[0]])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", sizes[-1]])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(model, str(path))
