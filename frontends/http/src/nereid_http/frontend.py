@@ -490,25 +490,33 @@ class HttpFrontend:
 
     # -- shared memory ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _shm_method_ok(request: web.BaseRequest, action: str) -> bool:
-        return request.method == ("GET" if action == "status" else "POST")
+    def _shm_status_or_unregister(
+        self, request: web.BaseRequest, manager: Any, region: str, action: str, *, allowed: bool
+    ) -> web.StreamResponse | None:
+        """What the system and CUDA shared-memory endpoints share: the API-group and method
+        checks, status and unregister. ``None`` leaves a register request to the caller."""
+        if (denied := self._forbidden(request, "shared-memory")) is not None:
+            return denied
+        if request.method != ("GET" if action == "status" else "POST"):
+            return _method_not_allowed()
+        if action == "status":
+            return _json(manager.status(region))
+        if not allowed:
+            raise UnavailableError(codec.SHM_DISABLED_MESSAGE)
+        if action == "unregister":
+            manager.unregister(region)
+            return _ok()
+        return None
 
     async def _system_shm(
         self, request: web.BaseRequest, region: str, action: str
     ) -> web.StreamResponse:
-        if (denied := self._forbidden(request, "shared-memory")) is not None:
-            return denied
-        if not self._shm_method_ok(request, action):
-            return _method_not_allowed()
         shm = self.api.system_shm
-        if action == "status":
-            return _json(shm.status(region))
-        if not self.allow_client_shm:
-            raise UnavailableError(codec.SHM_DISABLED_MESSAGE)
-        if action == "unregister":
-            shm.unregister(region)
-            return _ok()
+        answered = self._shm_status_or_unregister(
+            request, shm, region, action, allowed=self.allow_client_shm
+        )
+        if answered is not None:
+            return answered
         if not region:
             raise InvalidArgumentError(
                 "'region name' is necessary to register system shared memory region"
@@ -529,16 +537,10 @@ class HttpFrontend:
     async def _cuda_shm(
         self, request: web.BaseRequest, region: str, action: str
     ) -> web.StreamResponse:
-        if (denied := self._forbidden(request, "shared-memory")) is not None:
-            return denied
-        if not self._shm_method_ok(request, action):
-            return _method_not_allowed()
         cuda = self.api.cuda_shm
-        if action == "status":
-            return _json(cuda.status(region))
-        if action == "unregister":
-            cuda.unregister(region)
-            return _ok()
+        answered = self._shm_status_or_unregister(request, cuda, region, action, allowed=True)
+        if answered is not None:
+            return answered
         if not region:
             raise InvalidArgumentError(
                 "'region name' is necessary to register cuda shared memory region"
