@@ -17,11 +17,10 @@ Rounds alternate the runs (best of each kept), since the machine is shared and n
 - batched throughput / plain throughput at concurrency 32 (target >= 3);
 - p50 latency at concurrency 1, batched / plain (target <= 1.3).
 
-``--tuned`` also serves a third model with the batcher's two opt-in parameters (beyond
-Triton; see docs/dynamic_batching.md): ``nereid.dynamic_batching.idle_bypass`` (no waiting for
-the delay while no batch is executing) and ``nereid.dynamic_batching.balance_instances`` (a
-ready batch is shared among the idle instances), and prints its figures beside the
-Triton-exact ones.
+The batcher runs with its default rule, fair share (see docs/dynamic_batching.md).
+``--triton-rule`` also serves a third model with ``nereid.dynamic_batching.fair_share: false``
+(Triton's rule: one free instance takes everything queued, and a batch that is not full waits
+for the delay) and prints its figures beside.
 """
 
 from __future__ import annotations
@@ -46,6 +45,7 @@ from nereid import InferenceRequest, Server, Tensor  # noqa: E402
 from nereid.backend import Backend, Model, ModelInstance  # noqa: E402
 from nereid.runtime.batching import gather_inputs, scatter_outputs  # noqa: E402
 from nereid.testing import ModelRepositoryBuilder  # noqa: E402
+from nereid_dynamic_batcher import TRITON_RULE  # noqa: E402
 
 try:
     from threadpoolctl import threadpool_limits
@@ -122,7 +122,7 @@ def config(batching: str) -> str:
 
 
 BATCHED = "dynamic_batching { max_queue_delay_microseconds: 1000 }"
-TUNED = f"{BATCHED}\n{support.BATCHER_OPT_INS}"
+TRITON_RULE = f"{BATCHED}\n{TRITON_RULE}"
 
 
 class Overlap:
@@ -202,15 +202,15 @@ def bare(mlp: MLP, batch: int, seconds: float, threads: int = INSTANCES) -> floa
     return sum(counts) / (time.perf_counter() - began)
 
 
-async def main(rounds: int, seconds: float, concurrency: int, tuned: bool) -> None:
+async def main(rounds: int, seconds: float, concurrency: int, triton_rule: bool) -> None:
     root = tempfile.mkdtemp()
     repository = ModelRepositoryBuilder(root)
     repository.add("batched", config(BATCHED))
     repository.add("plain", config(""))
     variants = ["batched"]
-    if tuned:
-        repository.add("tuned", config(TUNED))
-        variants.append("tuned")
+    if triton_rule:
+        repository.add("triton", config(TRITON_RULE))
+        variants.append("triton")
     server = Server(root, plugins=[BenchmarkPlugin()], log_info=False)
     await server.start()
     overlap = Overlap()
@@ -250,7 +250,7 @@ async def main(rounds: int, seconds: float, concurrency: int, tuned: bool) -> No
     print()
     plain_rate = served["plain"][0]
     for model in variants:
-        label = "" if model == "batched" else "  [tuned: idle_bypass + balance_instances]"
+        label = "" if model == "batched" else "  [Triton's rule]"
         rate, batch = served[model]
         reference = bare_rates[max(1, round(batch))]
         print(f"mean batch size at concurrency {concurrency}:         {batch:.1f}{label}")
@@ -273,8 +273,8 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--tuned", action="store_true", help="also the opt-in parameters")
+    parser.add_argument("--triton-rule", action="store_true", help="also Triton's batch rule")
     args = parser.parse_args()
     limits = threadpool_limits(1) if threadpool_limits is not None else contextlib.nullcontext()
     with limits:
-        asyncio.run(main(args.rounds, args.seconds, args.concurrency, args.tuned))
+        asyncio.run(main(args.rounds, args.seconds, args.concurrency, args.triton_rule))

@@ -35,10 +35,6 @@ instance_group [ { kind: KIND_CPU count: 1 } ]
 """
 
 # The dynamic batcher's two opt-in parameters (beyond Triton), for a model config.
-BATCHER_OPT_INS = "".join(
-    f'parameters {{ key: "nereid.dynamic_batching.{key}" value: {{ string_value: "true" }} }}\n'
-    for key in ("idle_bypass", "balance_instances")
-)
 
 
 def free_port() -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from nereid.inprocess import InProcessServer
 from nereid.testing import ModelRepositoryBuilder
+from nereid_dynamic_batcher import TRITON_RULE
 from prometheus_client.parser import text_string_to_metric_families
 
 IDENTITY = """
@@ -102,12 +103,13 @@ def build_repository(root: Path) -> ModelRepositoryBuilder:
             extra=SLOW + "\ndynamic_batching { default_queue_policy { max_queue_size: 1 } }",
         ),
     )
-    # requests wait up to 200 ms to be batched together
+    # requests wait up to 200 ms to be batched together (Triton's rule: the batcher's fair
+    # share would send the first request alone at once)
     builder.add(
         "batched",
         IDENTITY.format(
             max_batch_size=8,
-            extra="dynamic_batching { max_queue_delay_microseconds: 200000 }",
+            extra=f"dynamic_batching {{ max_queue_delay_microseconds: 200000 }}\n{TRITON_RULE}",
         ),
     )
     builder.add("repeat", REPEAT)

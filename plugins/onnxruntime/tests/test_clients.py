@@ -52,10 +52,15 @@ def server(tmp_path_factory) -> Iterator[InProcessServer]:
     mlp = mlp_model(MLP_SIZES, seed=7).SerializeToString()
     repo.add("mlp", MLP_CONFIG, versions={1: {"model.onnx": mlp}})
     if HAVE_DYNAMIC:
+        from nereid_dynamic_batcher import TRITON_RULE
+
         repo.add(
             "mlp_dynamic",
             MLP_CONFIG + "dynamic_batching { max_queue_delay_microseconds: 200000 "
-            "preferred_batch_size: [ 8 ] }",
+            "preferred_batch_size: [ 8 ] }\n"
+            # Triton's rule: the 8 concurrent requests wait for each other (with the fair
+            # share the first would go alone at once)
+             + TRITON_RULE,
             versions={1: {"model.onnx": mlp}},
         )
         repo.add(

@@ -17,6 +17,7 @@ import pytest
 from nereid.backend import ModelInstance
 from nereid.runtime.batching import gather_inputs, scatter_outputs
 from nereid.testing import BackendPlugin, ManualClock, make_request, settle, wait_until
+from nereid_dynamic_batcher import TRITON_RULE
 
 
 class Recorder:
@@ -68,7 +69,11 @@ def recorder_model(
     batching: str = "",
     instances: int = 1,
     extra: str = "",
+    fair_share: bool = True,
 ) -> None:
+    """A ``recorder`` model; ``fair_share=False`` gives it Triton's batch formation rule."""
+    if not fair_share:
+        extra += TRITON_RULE
     repository.add(
         name,
         f"""

@@ -19,7 +19,7 @@ DELAY_10MS = "max_queue_delay_microseconds: 10000"
 async def test_waits_for_the_delay_then_sends_what_is_queued(
     serve, model_repository, recorder, clock, kit
 ):
-    kit.recorder_model(model_repository, max_batch_size=4, batching=DELAY_10MS)
+    kit.recorder_model(model_repository, max_batch_size=4, batching=DELAY_10MS, fair_share=False)
     server = await serve()
     streams = [server.api.infer(kit.req("m", f"r{i}")) for i in range(3)]
     await settle()
@@ -35,7 +35,7 @@ async def test_waits_for_the_delay_then_sends_what_is_queued(
 async def test_a_full_batch_goes_at_once_and_the_rest_waits(
     serve, model_repository, recorder, clock, kit
 ):
-    kit.recorder_model(model_repository, max_batch_size=4, batching=DELAY_10MS)
+    kit.recorder_model(model_repository, max_batch_size=4, batching=DELAY_10MS, fair_share=False)
     server = await serve()
     streams = [server.api.infer(kit.req("m", f"r{i}")) for i in range(6)]
     await kit.until(lambda: len(recorder.batches) == 1)
@@ -88,6 +88,7 @@ async def test_preferred_sizes_largest_first_then_delay(
         model_repository,
         max_batch_size=8,
         batching=f"preferred_batch_size: [ 2, 4 ] {DELAY_10MS}",
+        fair_share=False,
     )
     server = await serve()
     held = server.api.infer(kit.hold("m"))
@@ -114,6 +115,7 @@ async def test_preferred_size_goes_at_once_and_an_expired_delay_sends_up_to_max(
         model_repository,
         max_batch_size=8,
         batching=f"preferred_batch_size: [ 4 ] {DELAY_10MS}",
+        fair_share=False,
     )
     server = await serve()
     held = server.api.infer(kit.hold("m"))
@@ -139,7 +141,9 @@ async def test_preferred_size_goes_at_once_and_an_expired_delay_sends_up_to_max(
 async def test_different_shapes_are_not_batched_together(
     serve, model_repository, recorder, clock, kit
 ):
-    kit.recorder_model(model_repository, max_batch_size=8, dims="[ -1 ]", batching=DELAY_10MS)
+    kit.recorder_model(
+        model_repository, max_batch_size=8, dims="[ -1 ]", batching=DELAY_10MS, fair_share=False
+    )
     server = await serve()
     held = server.api.infer(kit.hold("m", width=2))
     await clock.advance(0.01)  # alone, it waits for the delay
@@ -174,7 +178,7 @@ async def test_several_instances_drain_one_queue(serve, model_repository, record
 async def test_free_instance_polls_a_ready_batch_from_its_thread(
     serve, model_repository, recorder, clock, kit
 ):
-    kit.recorder_model(model_repository, max_batch_size=4, batching=DELAY_10MS)
+    kit.recorder_model(model_repository, max_batch_size=4, batching=DELAY_10MS, fair_share=False)
     server = await serve()
     scheduler = server.api.model("m").scheduler
     polled = []
@@ -258,7 +262,7 @@ async def test_cancelled_in_the_queue_never_reaches_the_model(
 
 
 async def test_unload_without_drain_fails_queued_requests(serve, model_repository, recorder, kit):
-    kit.recorder_model(model_repository, max_batch_size=4, batching=DELAY_10MS)
+    kit.recorder_model(model_repository, max_batch_size=4, batching=DELAY_10MS, fair_share=False)
     server = await serve()
     streams = [server.api.infer(kit.req("m", f"r{i}")) for i in range(2)]
     await settle()
@@ -285,93 +289,78 @@ async def test_fewer_instances_keep_serving(serve, model_repository, recorder, k
     assert len({name for name, _, _ in recorder.batches}) == 1
 
 
-IDLE_BYPASS = (
-    'parameters { key: "nereid.dynamic_batching.idle_bypass" value: { string_value: "true" } }'
-)
-
-
-async def test_idle_bypass_skips_the_delay_only_while_nothing_executes(
+async def test_fair_share_sends_a_lone_request_at_once(
     serve, model_repository, recorder, clock, kit
 ):
-    kit.recorder_model(
-        model_repository, max_batch_size=4, instances=2, batching=DELAY_10MS, extra=IDLE_BYPASS
-    )
+    kit.recorder_model(model_repository, max_batch_size=4, instances=2, batching=DELAY_10MS)
     server = await serve()
-    await kit.answered(server.api.infer(kit.req("m", "alone")))  # idle: no wait for the delay
-    held = server.api.infer(kit.hold("m"))  # idle again: goes at once, then keeps one busy
+    await kit.answered(server.api.infer(kit.req("m", "alone")))  # the clock never moved
+    assert recorder.ids() == [["alone"]]
+
+
+async def test_fair_share_waits_for_the_share_while_another_instance_executes(
+    serve, model_repository, recorder, clock, kit
+):
+    kit.recorder_model(model_repository, max_batch_size=8, instances=2, batching=DELAY_10MS)
+    server = await serve()
+    held = server.api.infer(kit.hold("m", rows=4))  # 4 rows executing on one instance
     await kit.until(recorder.holding.is_set)
     streams = [server.api.infer(kit.req("m", f"r{i}")) for i in range(2)]
     await asyncio.sleep(0.02)
-    assert recorder.ids() == [["alone"], ["hold"]]  # one instance busy: the delay applies
+    assert recorder.ids() == [["hold"]]  # share (2 + 4) / 2 = 3: two rows wait
+    streams.append(server.api.infer(kit.req("m", "r2")))  # share (3 + 4) / 2 -> 3: enough
+    await kit.until(lambda: len(recorder.batches) == 2)
+    assert recorder.ids()[1] == ["r0", "r1", "r2"]
+    late = server.api.infer(kit.req("m", "r3"))
+    await asyncio.sleep(0.02)
+    assert len(recorder.batches) == 2  # share (1 + 4) / 2 -> 2: waits, up to the delay
+    await clock.advance(0.01)
+    await kit.answered(late)
     recorder.gate.set()
-    await kit.answered(held)
-    for stream in streams:  # nothing executing any more: sent without the clock moving
+    for stream in [held, *streams]:
         await kit.answered(stream)
-    assert recorder.ids() == [["alone"], ["hold"], ["r0", "r1"]]
+    assert recorder.ids()[2] == ["r3"]
 
 
-BALANCE = (
-    'parameters { key: "nereid.dynamic_batching.balance_instances" '
-    'value: { string_value: "true" } }'
-)
-
-
-@pytest.mark.parametrize("balance", [True, False])
-async def test_balance_instances_shares_a_ready_batch(
-    serve, model_repository, recorder, kit, balance
+async def test_fair_share_splits_a_burst_between_the_instances(
+    serve, model_repository, recorder, clock, kit
 ):
-    kit.recorder_model(
-        model_repository,
-        max_batch_size=8,
-        instances=3,
-        batching="",
-        extra=BALANCE if balance else "",
-    )
+    kit.recorder_model(model_repository, max_batch_size=8, instances=2, batching=DELAY_10MS)
     server = await serve()
     streams = [server.api.infer(kit.hold("m", f"r{i}")) for i in range(7)]
-    expected = (
-        [["r0", "r1", "r2"], ["r3", "r4"], ["r5", "r6"]]
-        if balance
-        else [[f"r{i}" for i in range(7)]]
-    )
-    await kit.until(lambda: len(recorder.batches) == len(expected))
-    await asyncio.sleep(0.02)
-    assert sorted(recorder.ids()) == expected  # executing at the same time, one per instance
-    assert len({name for name, _, _ in recorder.batches}) == len(expected)
+    await kit.until(lambda: len(recorder.batches) == 2)  # both held at once: no clock time
+    assert sorted(recorder.ids()) == [["r0", "r1", "r2", "r3"], ["r4", "r5", "r6"]]
+    assert len({name for name, _, _ in recorder.batches}) == 2
     recorder.gate.set()
     for stream in streams:
         await kit.answered(stream)
 
 
-async def test_balance_releases_the_shares_of_instances_on_their_way_back(clock, kit):
-    """White-box: the leader splits a ready batch though the other instance has not asked yet
-    (its batch has just ended); that instance then takes its share at once, delay or not."""
-    from types import SimpleNamespace
+async def test_fair_share_shrinks_when_a_batch_ends(serve, model_repository, recorder, clock, kit):
+    kit.recorder_model(model_repository, max_batch_size=8, instances=2, batching=DELAY_10MS)
+    server = await serve()
+    held = server.api.infer(kit.hold("m", rows=6))
+    await kit.until(recorder.holding.is_set)
+    streams = [server.api.infer(kit.req("m", f"r{i}")) for i in range(2)]
+    await asyncio.sleep(0.02)
+    assert recorder.ids() == [["hold"]]  # share (2 + 6) / 2 = 4
+    recorder.gate.set()  # the share falls to 1: both go, the clock still at 0
+    for stream in [held, *streams]:
+        await kit.answered(stream)
+    assert sorted(recorder.ids()[1:]) == [["r0"], ["r1"]]
 
-    from nereid.config import parse_pbtxt
-    from nereid.scheduler import SchedulerContext
-    from nereid_dynamic_batcher.scheduler import DynamicBatcher
 
-    config = parse_pbtxt(
-        f"""
-        name: "m" backend: "recorder" max_batch_size: 8
-        input [ {{ name: "INPUT0" data_type: TYPE_FP32 dims: [ 2 ] }} ]
-        output [ {{ name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 2 ] }} ]
-        dynamic_batching {{ {DELAY_10MS} }}
-        {BALANCE}
-        """
+async def test_triton_rule_makes_one_instance_take_the_whole_burst(
+    serve, model_repository, recorder, clock, kit
+):
+    kit.recorder_model(
+        model_repository, max_batch_size=8, instances=2, batching="", fair_share=False
     )
-    instances = [SimpleNamespace(retired=False), SimpleNamespace(retired=False)]
-    scheduler = DynamicBatcher(
-        SchedulerContext("m", 1, config, instances, clock, api=None, statistics=None)
-    )
-    for i in range(8):
-        scheduler.enqueue(kit.req("m", f"r{i}"))
-    first, _ = scheduler._take_shared(clock.now_ns())  # full: split between the two
-    assert [r.id for r in first] == ["r0", "r1", "r2", "r3"]
-    second = scheduler.poll_batch(instances[1])  # no clock time has passed
-    assert [r.id for r in second] == ["r4", "r5", "r6", "r7"]
-    for i in range(2):
-        scheduler.enqueue(kit.req("m", f"s{i}"))
-    assert scheduler.poll_batch(instances[1]) is None  # no release left: the delay applies
-    await scheduler.stop(drain=False)
+    server = await serve()
+    streams = [server.api.infer(kit.hold("m", f"r{i}")) for i in range(7)]
+    await kit.until(lambda: len(recorder.batches) == 1)
+    await asyncio.sleep(0.02)
+    assert recorder.ids() == [[f"r{i}" for i in range(7)]]
+    recorder.gate.set()
+    for stream in streams:
+        await kit.answered(stream)

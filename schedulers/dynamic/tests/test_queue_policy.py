@@ -177,6 +177,7 @@ async def test_timed_out_requests_leave_the_batch_being_formed(
         batching="""max_queue_delay_microseconds: 10000
         default_queue_policy {
           default_timeout_microseconds: 20000 allow_timeout_override: true }""",
+        fair_share=False,
     )
     server = await serve()
     quick = server.api.infer(kit.req("m", "quick", timeout_us=1000))

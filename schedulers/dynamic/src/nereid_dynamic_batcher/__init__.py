@@ -7,3 +7,7 @@ gather ragged inputs, read batch inputs and scatter batch outputs are in
 """
 
 __version__ = "0.1.0"
+
+FAIR_SHARE_PARAMETER = "nereid.dynamic_batching.fair_share"
+# The model-config line that turns the fair share off: Triton's batch formation rule, exactly.
+TRITON_RULE = f'parameters {{ key: "{FAIR_SHARE_PARAMETER}" value: {{ string_value: "false" }} }}'

@@ -20,10 +20,14 @@ Batch formation (``_plan``, Triton's ``GetDynamicBatch``)
       ``max_queue_delay_microseconds``: send it all;
     - else wait until that delay expires, or until a new request may complete the batch.
 
-    Opt-in model parameters beyond Triton: ``nereid.dynamic_batching.idle_bypass`` sends as if
-    the delay were 0 while no batch of the model is executing; and
-    ``nereid.dynamic_batching.balance_instances`` shares a ready batch evenly among the
-    instances not executing at that moment.
+Fair share (Nereid's default, beyond Triton; ``nereid.dynamic_batching.fair_share: "false"``
+    gives Triton's rule above)
+    A batch is also full once it holds the pulling instance's fair share of the work in hand:
+    the queued rows plus the rows executing on other instances, divided by the instance count
+    (rounded down, at least 1; and it takes at most that rounded up). So a lone request goes at
+    once; under a closed load of N requests and K instances, each instance takes N/K as soon
+    as they are back, instead of one instance taking all N while the others idle, or every
+    batch waiting out the delay.
 
 Pulling
     Free instances pull. One of them at a time, the *leader*, waits on the event loop for a batch
@@ -56,13 +60,12 @@ from nereid.runtime.mailbox import LoopMailbox
 from nereid.scheduler import SchedulerContext
 from nereid.types import InferenceRequest
 
+from . import FAIR_SHARE_PARAMETER
 from .ordering import Sequencer
 from .ragged import BATCH_CONTEXT_KEY, BatchSpec
 
 _REJECT, _DELAY = 0, 1  # ModelQueuePolicy.TimeoutAction
-IDLE_BYPASS_PARAMETER = "nereid.dynamic_batching.idle_bypass"
-BALANCE_PARAMETER = "nereid.dynamic_batching.balance_instances"
-_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
 
 
 class _Entry:
@@ -165,17 +168,12 @@ class DynamicBatcher:
         self._eager = bool(self._preferred) or self._key is not None or len(self._levels) > 1
         self._sequencer = Sequencer() if batching.preserve_ordering else None
         self._spec = BatchSpec.from_config(config)
-        # Opt-in, beyond Triton: while no batch of this model is executing, do not wait for the
-        # delay (see docs/dynamic_batching.md).
-        bypass = config.parameters.get(IDLE_BYPASS_PARAMETER)
-        self._idle_bypass = bypass is not None and bypass.string_value.lower() in _TRUE
-        balance = config.parameters.get(BALANCE_PARAMETER)
-        self._balance = balance is not None and balance.string_value.lower() in _TRUE
-        # Batches handed out and not yet done, counted for the two parameters above.
-        self._track = self._idle_bypass or self._balance
-        self._executing = 0
-        self._instances = len(context.instances)
-        self._release = 0  # takes that go without waiting: shares of a split batch
+        fair_share = config.parameters.get(FAIR_SHARE_PARAMETER)
+        self._fair_share = fair_share is None or fair_share.string_value.lower() not in _FALSE
+        # With fair share: each instance's batch not yet done, and the rows in all of them.
+        self._executing: dict[Any, tuple[list[InferenceRequest], int]] = {}
+        self._executing_rows = 0
+        self._instances = max(1, len(context.instances))
         self._lock = threading.Lock()
         self._count = 0  # entries queued, all levels
         self._rows = 0
@@ -186,8 +184,8 @@ class DynamicBatcher:
         self._mailbox: LoopMailbox | None = None
         self._leader: Any = None
         self._wake: asyncio.Future | None = None
-        # Idle instances waiting behind the leader: (instance handle, future).
-        self._followers: collections.deque[tuple[Any, asyncio.Future]] = collections.deque()
+        # Idle instances waiting behind the leader, woken one at a time to lead in turn.
+        self._followers: collections.deque[asyncio.Future] = collections.deque()
         self._timer: asyncio.Task | None = None
         self._timer_at = 0
         self._reaper: asyncio.Task | None = None
@@ -256,7 +254,16 @@ class DynamicBatcher:
             if timeout:
                 entry.deadline = now + timeout
                 heapq.heappush(self._deadlines, (entry.deadline, next(self._order), entry))
-            wake = self._eager or self._count == 1 or self._rows >= self._limit
+            wake = (
+                self._eager
+                or self._count == 1
+                or self._rows >= self._limit
+                or (
+                    self._fair_share
+                    and self._leader is not None
+                    and self._rows >= self._share(self._leader)[0]
+                )
+            )
         request.on_cancel(entry)
         if request.cancelled:  # cancelled before it reached the queue
             entry()
@@ -287,21 +294,32 @@ class DynamicBatcher:
         entry.where = None
         self._count -= 1
         self._rows -= entry.rows
-        if not self._count:
-            self._release = 0  # released shares are for requests queued now
         return True
 
     # -- batch formation (lock held; event loop or an instance thread) -------------------------
 
-    def _plan(self, now: int, cap: int = 0) -> tuple[int, int, int]:
-        """What to send now: ``(entries, rows, 0)``, the first ``entries`` queue entries in batch
-        order; or ``(0, 0, when)``: nothing is ready before clock time ``when`` (0: not before a
-        new request). With ``cap``, the largest batch of at most ``cap`` rows, ready or not."""
+    def _share(self, instance: Any) -> tuple[int, int]:
+        """``instance``'s fair share of the queued rows and those executing on the other
+        instances, split evenly: the rows that make its batch full enough to go (rounded down,
+        at least 1), and the most it takes (rounded up)."""
+        own = self._executing.get(instance)
+        work = self._rows + self._executing_rows - (own[1] if own else 0)
+        return max(1, work // self._instances), -(-work // self._instances)
+
+    def _plan(self, now: int, instance: Any) -> tuple[int, int]:
+        """What to send now: ``(entries, 0)``, the first ``entries`` queue entries in batch
+        order; or ``(0, when)``: nothing is ready before clock time ``when`` (0: not before a
+        new request)."""
         if self._count == 0:
-            return 0, 0, 0
-        max_rows = cap or self._max_batch
-        most_preferred = cap or self._limit
-        preferred = () if cap else self._preferred
+            return 0, 0
+        max_rows = self._max_batch
+        enough = self._limit
+        if self._fair_share:
+            enough_share, most_share = self._share(instance)
+            max_rows = min(max_rows, most_share)
+            enough = min(enough, enough_share)
+        most_preferred = min(self._limit, max_rows)
+        preferred = self._preferred
         check = self._key is not None
         count = rows = best = 0
         key = None
@@ -331,32 +349,19 @@ class DynamicBatcher:
                     break
             if blocked:
                 break
-        if cap:
-            return count, rows, 0
         delay = self._delay_ns
-        if delay == 0 or self._release or (self._idle_bypass and not self._executing):
+        if delay == 0:
             expired = wait = False  # send now: a preferred prefix if one was reached, else all
         else:
             expired = self._stopped or now - oldest >= delay
-            wait = not expired and not blocked and rows < most_preferred
+            wait = not expired and not blocked and rows < enough
         if best and not expired:
-            if best < count:
-                rows = 0
-                for index, entry in enumerate(self._entries()):
-                    if index == best:
-                        break
-                    rows += entry.rows
-            return best, rows, 0
+            return best, 0
         if wait:
-            return 0, 0, oldest + delay
-        return count, rows, 0
+            return 0, oldest + delay
+        return count, 0
 
-    def _entries(self):
-        for level in self._levels:
-            yield from level.queue
-            yield from level.delayed
-
-    def _pop(self, count: int) -> list[InferenceRequest] | None:
+    def _pop(self, count: int, instance: Any) -> list[InferenceRequest] | None:
         """Take the first ``count`` entries out of the queues and hand their requests out as a
         batch: tagged for ragged batching, in line for ordering."""
         batch = []
@@ -379,10 +384,10 @@ class DynamicBatcher:
         self._rows -= rows
         if not batch:
             return None
-        if self._track:
-            self._executing += 1
-            if self._release:
-                self._release = self._release - 1 if self._count else 0
+        if self._fair_share:
+            done = self._executing.get(instance)  # its batch_done may still be on its way
+            self._executing_rows += rows - (done[1] if done else 0)
+            self._executing[instance] = (batch, rows)
         sequencer = self._sequencer
         spec = self._spec
         if sequencer is not None or spec is not None:
@@ -393,49 +398,10 @@ class DynamicBatcher:
                     request.context[BATCH_CONTEXT_KEY] = spec
         return batch
 
-    def _take(self, now: int) -> tuple[list[InferenceRequest] | None, int]:
-        """The batch to send now, or ``(None, when)`` (see ``_plan``)."""
-        count, _, when = self._plan(now)
-        return (self._pop(count) if count else None), when
-
-    def _take_shared(self, now: int) -> tuple[list[InferenceRequest] | None, int]:
-        """On the loop, for the leader: as ``_take``, but with ``balance_instances`` a ready
-        batch larger than an even share of the queue among the instances not executing is
-        split: the leader takes one share, idle instances waiting behind it get theirs at once,
-        and the shares of instances on their way back (their batch just ended) wait for them
-        without the delay."""
-        count, rows, when = self._plan(now)
-        if not count:
-            return None, when
-        free = self._instances - self._executing  # the leader included
-        if free > 1 and -(-self._rows // free) < rows:
-            waiting = sum(1 for i, f in self._followers if not f.done() and not i.retired)
-            first = None
-            for left in range(free, max(free - waiting, 1) - 1, -1):
-                count, _, _ = self._plan(now, cap=-(-self._rows // left))
-                if not count:
-                    break
-                batch = self._pop(count)
-                if batch is None:
-                    continue
-                if first is None:
-                    first = batch
-                else:
-                    self._hand_off(batch)
-            self._release = min(free - 1 - waiting, self._count) if self._count else 0
-            return first, now
-        return self._pop(count), 0
-
-    def _hand_off(self, batch: list[InferenceRequest]) -> None:
-        followers = self._followers
-        while followers:
-            instance, future = followers.popleft()
-            if not future.done() and not instance.retired:
-                future.set_result(batch)
-                return
-            if not future.done():
-                future.set_result(None)
-        raise AssertionError("no idle instance to hand a batch to")
+    def _take(self, now: int, instance: Any) -> tuple[list[InferenceRequest] | None, int]:
+        """The batch for ``instance`` to execute now, or ``(None, when)`` (see ``_plan``)."""
+        count, when = self._plan(now, instance)
+        return (self._pop(count, instance) if count else None), when
 
     # -- pulling -------------------------------------------------------------------------------
 
@@ -448,10 +414,8 @@ class DynamicBatcher:
             if self._stopped and self._count == 0:
                 return None
             follower = asyncio.get_running_loop().create_future()
-            self._followers.append((instance, follower))
-            batch = await follower
-            if batch is not None:
-                return batch  # handed over by the leader
+            self._followers.append(follower)
+            await follower
         self._leader = instance
         try:
             return await self._lead(instance)
@@ -462,12 +426,11 @@ class DynamicBatcher:
     async def _lead(self, instance: Any) -> list[InferenceRequest] | None:
         loop = asyncio.get_running_loop()
         clock = self._clock
-        take = self._take_shared if self._balance else self._take
         while True:
             if instance.retired:
                 return None
             with self._lock:
-                batch, when = take(clock.now_ns())
+                batch, when = self._take(clock.now_ns(), instance)
             if batch is not None:
                 return batch
             if self._stopped and self._count == 0:
@@ -486,17 +449,21 @@ class DynamicBatcher:
         if self._count == 0:
             return None
         with self._lock:
-            batch, _ = self._take(self._clock.now_ns())
+            batch, _ = self._take(self._clock.now_ns(), instance)
         return batch
 
     def batch_done(self, instance: Any, batch: list[InferenceRequest]) -> None:
-        if self._track:
-            with self._lock:
-                self._executing -= 1
-                idle = self._idle_bypass and self._executing == 0 and self._count > 0
-            if idle:  # the waiting batch may go now; a loop pass later, so that the requests
-                # the batch's clients send back on its responses are in it
-                self._loop.call_soon(self._poke)
+        if not self._fair_share:
+            return
+        with self._lock:
+            own = self._executing.get(instance)
+            if own is None or own[0] is not batch:
+                return  # the instance has taken its next batch already
+            del self._executing[instance]
+            self._executing_rows -= own[1]
+            waiting = self._count > 0
+        if waiting:  # the leader's share shrank: its batch may be full now
+            self._poke()
 
     def instances_changed(self, instances: list[Any]) -> None:
         self._instances = len(instances)
@@ -517,14 +484,14 @@ class DynamicBatcher:
     def _promote(self) -> None:
         followers = self._followers
         while followers:
-            _, follower = followers.popleft()
+            follower = followers.popleft()
             if not follower.done():
                 follower.set_result(None)
                 return
 
     def _wake_followers(self) -> None:
         followers, self._followers = self._followers, collections.deque()
-        for _, follower in followers:
+        for follower in followers:
             if not follower.done():
                 follower.set_result(None)
 
