@@ -34,8 +34,6 @@ output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 16 ] } ]
 instance_group [ { kind: KIND_CPU count: 1 } ]
 """
 
-# The dynamic batcher's two opt-in parameters (beyond Triton), for a model config.
-
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free now."""

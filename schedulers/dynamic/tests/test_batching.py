@@ -364,3 +364,44 @@ async def test_triton_rule_makes_one_instance_take_the_whole_burst(
     recorder.gate.set()
     for stream in streams:
         await kit.answered(stream)
+
+
+async def test_fair_share_counts_a_batch_whose_end_the_loop_has_not_seen(clock, kit):
+    """White-box: an instance asking again from its own thread, before its ``batch_done``
+    reached the loop, counts its own batch as work in hand: the requests its responses answer
+    are on their way back, so it takes a full share rather than half of what is queued."""
+    from nereid.config import parse_pbtxt
+    from nereid.scheduler import SchedulerContext
+    from nereid_dynamic_batcher.scheduler import DynamicBatcher
+
+    class Handle:  # what the batcher uses of an instance handle
+        retired = False
+
+    config = parse_pbtxt(
+        f"""
+        name: "m" backend: "recorder" max_batch_size: 8
+        input [ {{ name: "INPUT0" data_type: TYPE_FP32 dims: [ 2 ] }} ]
+        output [ {{ name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 2 ] }} ]
+        dynamic_batching {{ {DELAY_10MS} }}
+        """
+    )
+    first, second = Handle(), Handle()
+    scheduler = DynamicBatcher(
+        SchedulerContext("m", 1, config, [first, second], clock, api=None, statistics=None)
+    )
+    for i in range(8):
+        scheduler.enqueue(kit.req("m", f"a{i}"))
+    batch_a = scheduler.poll_batch(first)  # 8 in hand: a share of 4
+    batch_b = scheduler.poll_batch(second)
+    assert [len(batch_a), len(batch_b)] == [4, 4]
+    scheduler.batch_done(first, batch_a)  # the first ends, and its 4 come back
+    for i in range(4):
+        scheduler.enqueue(kit.req("m", f"c{i}"))
+    # The second ends too; before its end reaches the loop it asks from its thread: 4 queued
+    # and its own 4 on their way back make 8, a share of 4: all that is queued.
+    assert [r.id for r in scheduler.poll_batch(second)] == ["c0", "c1", "c2", "c3"]
+    for i in range(2):
+        scheduler.enqueue(kit.req("m", f"d{i}"))
+    scheduler.batch_done(second, batch_b)  # late: it has its next batch already
+    assert scheduler.poll_batch(first) is None  # 2 queued, 4 executing: a share of 3
+    await scheduler.stop(drain=False)

@@ -23,7 +23,7 @@ Batch formation (``_plan``, Triton's ``GetDynamicBatch``)
 Fair share (Nereid's default, beyond Triton; ``nereid.dynamic_batching.fair_share: "false"``
     gives Triton's rule above)
     A batch is also full once it holds the pulling instance's fair share of the work in hand:
-    the queued rows plus the rows executing on other instances, divided by the instance count
+    the queued rows plus the rows executing (see ``_share``), divided by the instance count
     (rounded down, at least 1; and it takes at most that rounded up). So a lone request goes at
     once; under a closed load of N requests and K instances, each instance takes N/K as soon
     as they are back, instead of one instance taking all N while the others idle, or every
@@ -259,9 +259,7 @@ class DynamicBatcher:
                 or self._count == 1
                 or self._rows >= self._limit
                 or (
-                    self._fair_share
-                    and self._leader is not None
-                    and self._rows >= self._share(self._leader)[0]
+                    self._fair_share and self._leader is not None and self._rows >= self._share()[0]
                 )
             )
         request.on_cancel(entry)
@@ -298,15 +296,17 @@ class DynamicBatcher:
 
     # -- batch formation (lock held; event loop or an instance thread) -------------------------
 
-    def _share(self, instance: Any) -> tuple[int, int]:
-        """``instance``'s fair share of the queued rows and those executing on the other
-        instances, split evenly: the rows that make its batch full enough to go (rounded down,
-        at least 1), and the most it takes (rounded up)."""
-        own = self._executing.get(instance)
-        work = self._rows + self._executing_rows - (own[1] if own else 0)
+    def _share(self) -> tuple[int, int]:
+        """An instance's fair share of the work in hand, split evenly: the rows that make its
+        batch full enough to go (rounded down, at least 1), and the most it takes (rounded up).
+        The work in hand is the queued rows and those handed out whose ``batch_done`` has not
+        come: batches executing, and one whose instance asks again from its own thread before
+        the loop has its end (its responses are on their way; under a closed load the requests
+        they answer come back, and a share that left them out would be half a batch)."""
+        work = self._rows + self._executing_rows
         return max(1, work // self._instances), -(-work // self._instances)
 
-    def _plan(self, now: int, instance: Any) -> tuple[int, int]:
+    def _plan(self, now: int) -> tuple[int, int]:
         """What to send now: ``(entries, 0)``, the first ``entries`` queue entries in batch
         order; or ``(0, when)``: nothing is ready before clock time ``when`` (0: not before a
         new request)."""
@@ -315,7 +315,7 @@ class DynamicBatcher:
         max_rows = self._max_batch
         enough = self._limit
         if self._fair_share:
-            enough_share, most_share = self._share(instance)
+            enough_share, most_share = self._share()
             max_rows = min(max_rows, most_share)
             enough = min(enough, enough_share)
         most_preferred = min(self._limit, max_rows)
@@ -400,7 +400,7 @@ class DynamicBatcher:
 
     def _take(self, now: int, instance: Any) -> tuple[list[InferenceRequest] | None, int]:
         """The batch for ``instance`` to execute now, or ``(None, when)`` (see ``_plan``)."""
-        count, when = self._plan(now, instance)
+        count, when = self._plan(now)
         return (self._pop(count, instance) if count else None), when
 
     # -- pulling -------------------------------------------------------------------------------
