@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 from nereid import InvalidArgumentError
@@ -30,15 +28,3 @@ def test_infer_and_stream(model_repository):
             server.infer("id", {"INPUT0": np.zeros((1, 3), np.float32)})
         versioned = server.infer("id", {"INPUT0": x}, version=1)
         np.testing.assert_array_equal(versioned["OUTPUT0"], x)
-
-
-@pytest.mark.parametrize(("option_us", "serving_s"), [(None, 0.0005), (250, 0.00025), (0, None)])
-async def test_the_gil_switch_interval_is_short_only_while_serving(
-    model_repository, start_server, option_us, serving_s
-):
-    before = sys.getswitchinterval()
-    options = {} if option_us is None else {"gil_switch_interval_us": option_us}
-    server = await start_server(**options)
-    assert sys.getswitchinterval() == pytest.approx(serving_s or before)
-    await server.stop()
-    assert sys.getswitchinterval() == before

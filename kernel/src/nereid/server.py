@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import signal
-import sys
 import threading
 from typing import Any
 
@@ -79,7 +78,6 @@ class Server:
         self.ready = False
         self.startup_errors: list[NereidError] = []
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._saved_switch_interval: float | None = None
         self.repository: RepositoryManager | None = None
         self.frontend_names = (
             frontends
@@ -122,7 +120,6 @@ class Server:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self._set_switch_interval()
         self.api.attach(self.loop)
         self.log_settings.update(
             {
@@ -152,15 +149,6 @@ class Server:
         self.ready = True
         self.plugins.hook.server_started(server=self)
 
-    def _set_switch_interval(self) -> None:
-        """Shorten the GIL switch interval while serving: an instance thread back from a
-        framework call that released the GIL otherwise waits up to Python's 5 ms for the event
-        loop to hand it over, and the loop is busy exactly when requests stream in."""
-        interval_us = self.options.gil_switch_interval_us
-        if interval_us > 0 and self._saved_switch_interval is None:
-            self._saved_switch_interval = sys.getswitchinterval()
-            sys.setswitchinterval(interval_us / 1e6)
-
     async def _start_frontends(self) -> None:
         registry = self.plugins.registries["frontend"]
         for name in self.frontend_names:
@@ -189,9 +177,6 @@ class Server:
             remaining = max(0.0, deadline - asyncio.get_running_loop().time())
             await self.repository.stop(timeout=remaining)
         self.api.system_shm.unregister()
-        if self._saved_switch_interval is not None:
-            sys.setswitchinterval(self._saved_switch_interval)
-            self._saved_switch_interval = None
         self.live = False
         self.plugins.hook.server_stopped(server=self)
 
