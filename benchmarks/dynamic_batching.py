@@ -36,8 +36,8 @@ import itertools
 import os
 import statistics
 import tempfile
-import threading
 import time
+from collections.abc import Callable
 
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")  # one BLAS thread per instance: set before numpy loads
@@ -192,27 +192,18 @@ def bare(mlp: MLP, sizes: list[int], seconds: float, threads: int = INSTANCES) -
     """Rows/s of ``threads`` threads running the MLP back to back on batches of ``sizes``
     rows, in turn (each thread from its own place in the list)."""
     x = np.random.default_rng(2).standard_normal((max(sizes), LAYERS[0]), dtype=np.float32)
-    counts = [0] * threads
-    start_line = threading.Barrier(threads + 1)
-    stop = time.perf_counter() + seconds + 0.05
 
-    def run(index: int) -> None:
+    def step(index: int) -> Callable[[], int]:
         turns = itertools.islice(itertools.cycle(sizes), index * len(sizes) // threads, None)
-        start_line.wait()
-        for rows in turns:
-            if time.perf_counter() >= stop:
-                break
-            mlp(x[:rows])
-            counts[index] += rows
 
-    workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
-    for worker in workers:
-        worker.start()
-    start_line.wait()
-    began = time.perf_counter()
-    for worker in workers:
-        worker.join()
-    return sum(counts) / (time.perf_counter() - began)
+        def run() -> int:
+            rows = next(turns)
+            mlp(x[:rows])
+            return rows
+
+        return run
+
+    return support.loop_threads([step(i) for i in range(threads)], seconds)[0]
 
 
 async def main(rounds: int, seconds: float, concurrency: int, triton_rule: bool) -> None:

@@ -24,7 +24,6 @@ import asyncio
 import os
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -74,28 +73,12 @@ def bare_round(model_file: Path, threads: int, instances: int, rows: int, second
     tl_model = treelite.frontend.load_xgboost_model(str(model_file), format_choice="json")
     x = np.random.default_rng(1).standard_normal((rows, FEATURES)).astype(np.float32)
     treelite.gtil.predict(tl_model, x, nthread=threads)  # warm up
-    counts = [0] * instances
-    start_line = threading.Barrier(instances + 1)
 
-    def loop(index: int) -> None:
-        start_line.wait()
-        deadline = time.perf_counter() + seconds
-        done = 0
-        while time.perf_counter() < deadline:
-            treelite.gtil.predict(tl_model, x, nthread=threads)
-            done += 1
-        counts[index] = done
+    def step() -> int:
+        treelite.gtil.predict(tl_model, x, nthread=threads)
+        return rows
 
-    workers = [threading.Thread(target=loop, args=(i,)) for i in range(instances)]
-    for worker in workers:
-        worker.start()
-    start_line.wait()
-    began, cpu = time.perf_counter(), time.process_time()
-    for worker in workers:
-        worker.join()
-    elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
-    total = sum(counts) * rows
-    return total / elapsed, cpu / total
+    return support.loop_threads([step] * instances, seconds)
 
 
 async def served_round(server: Server, model: str, seconds: float):

@@ -37,8 +37,8 @@ import importlib.util
 import os
 import statistics
 import tempfile
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,29 +105,16 @@ def bare_round(model: Path, threads: int, rows: int, seconds: float) -> Round:
     x = np.random.default_rng(1).standard_normal((rows, SIZES[0])).astype(np.float32)
     for session in sessions:  # warm up
         session.run(["Y"], {"X": x})
-    counts = [0, 0]
-    start_line = threading.Barrier(3)
 
-    def loop(index: int) -> None:
-        session = sessions[index]
-        start_line.wait()
-        deadline = time.perf_counter() + seconds
-        done = 0
-        while time.perf_counter() < deadline:
+    def step(session: ort.InferenceSession) -> Callable[[], int]:
+        def run() -> int:
             session.run(["Y"], {"X": x})
-            done += 1
-        counts[index] = done
+            return rows
 
-    workers = [threading.Thread(target=loop, args=(i,)) for i in range(2)]
-    for worker in workers:
-        worker.start()
-    start_line.wait()
-    began, cpu = time.perf_counter(), time.process_time()
-    for worker in workers:
-        worker.join()
-    elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
-    total = sum(counts) * rows
-    return Round(total / elapsed, cpu / total, rows)
+        return run
+
+    rate, cpu_per_row = support.loop_threads([step(s) for s in sessions], seconds)
+    return Round(rate, cpu_per_row, rows)
 
 
 # -- served: api.infer with N requests in flight -----------------------------------------------

@@ -30,8 +30,8 @@ import asyncio
 import os
 import statistics
 import tempfile
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,34 +92,20 @@ def bare_round(compiled: ov.CompiledModel, seconds: float, use_async: bool = Fal
     port = compiled.input(0)
     for request in requests:  # warm up
         request.infer({port: x}, share_inputs=True)
-    counts = [0, 0]
-    start_line = threading.Barrier(3)
 
-    def loop(index: int) -> None:
-        request = requests[index]
-        start_line.wait()
-        deadline = time.perf_counter() + seconds
-        done = 0
-        while time.perf_counter() < deadline:
+    def step(request: ov.InferRequest) -> Callable[[], int]:
+        def run() -> int:
             if use_async:
                 request.start_async({port: x}, share_inputs=True)
                 request.wait()
                 request.get_output_tensor(0).data.copy()
             else:
                 request.infer({port: x}, share_inputs=True)
-            done += 1
-        counts[index] = done
+            return 1
 
-    workers = [threading.Thread(target=loop, args=(i,)) for i in range(2)]
-    for worker in workers:
-        worker.start()
-    start_line.wait()
-    began, cpu = time.perf_counter(), time.process_time()
-    for worker in workers:
-        worker.join()
-    elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
-    total = sum(counts)
-    return Round(total / elapsed, cpu / max(total, 1))
+        return run
+
+    return Round(*support.loop_threads([step(r) for r in requests], seconds))
 
 
 # -- served: api.infer with 8 requests in flight ------------------------------------------------

@@ -26,8 +26,8 @@ import itertools
 import os
 import statistics
 import tempfile
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,30 +76,16 @@ def bare_round(model: Path, threads: int, seconds: float) -> Round:
         for module in modules:  # warm up (the profiling executor optimizes after a few runs)
             for _ in range(3):
                 module(x)
-    counts = [0, 0]
-    start_line = threading.Barrier(3)
 
-    def loop(index: int) -> None:
-        module = modules[index]
-        start_line.wait()
-        deadline = time.perf_counter() + seconds
-        done = 0
-        with torch.inference_mode():
-            while time.perf_counter() < deadline:
+    def step(module: torch.jit.ScriptModule) -> Callable[[], int]:
+        def run() -> int:
+            with torch.inference_mode():  # as the backend runs each execution
                 module(x).numpy()
-                done += 1
-        counts[index] = done
+            return 1
 
-    workers = [threading.Thread(target=loop, args=(i,)) for i in range(2)]
-    for worker in workers:
-        worker.start()
-    start_line.wait()
-    began, cpu = time.perf_counter(), time.process_time()
-    for worker in workers:
-        worker.join()
-    elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
-    total = sum(counts)
-    return Round(total / elapsed, cpu / max(total, 1))
+        return run
+
+    return Round(*support.loop_threads([step(m) for m in modules], seconds))
 
 
 async def served_round(server: Server, in_flight: int, seconds: float) -> Round:

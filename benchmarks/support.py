@@ -19,6 +19,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -191,6 +192,34 @@ async def keep_in_flight(
     start = loop.time()
     await asyncio.gather(*(client() for _ in range(in_flight)))
     return done, loop.time() - start
+
+
+def loop_threads(steps: list[Callable[[], int]], seconds: float) -> tuple[float, float]:
+    """The bare side of a benchmark: each of ``steps`` run back to back on a thread of its own
+    for ``seconds``, all started together. A step returns the units (rows) it did. Returns
+    units per second and process CPU seconds per unit (all threads)."""
+    counts = [0] * len(steps)
+    start_line = threading.Barrier(len(steps) + 1)
+
+    def loop(index: int) -> None:
+        step = steps[index]
+        start_line.wait()
+        deadline = time.perf_counter() + seconds
+        done = 0
+        while time.perf_counter() < deadline:
+            done += step()
+        counts[index] = done
+
+    workers = [threading.Thread(target=loop, args=(i,)) for i in range(len(steps))]
+    for worker in workers:
+        worker.start()
+    start_line.wait()
+    began, cpu = time.perf_counter(), time.process_time()
+    for worker in workers:
+        worker.join()
+    elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
+    total = sum(counts)
+    return total / elapsed, cpu / max(total, 1)
 
 
 def save_mlp_onnx(path: Path, sizes: tuple[int, ...]) -> None:
