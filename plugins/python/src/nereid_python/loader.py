@@ -121,8 +121,9 @@ class ModelFile:
     def unload(self) -> None:
         """Forget the modules imported from the version folder, and take it off ``sys.path``."""
         prefix = self.package + "."
-        for name in [n for n in sys.modules if n == self.package or n.startswith(prefix)]:
-            del sys.modules[name]
+        # A snapshot first: other threads import (models load in parallel) while this runs.
+        for name in [n for n in list(sys.modules) if n == self.package or n.startswith(prefix)]:
+            sys.modules.pop(name, None)
         if self._on_path:
             _remove_path(self._folder)
             self._on_path = False
