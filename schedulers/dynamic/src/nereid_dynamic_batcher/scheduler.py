@@ -466,7 +466,7 @@ class DynamicBatcher:
             self._poke()
 
     def instances_changed(self, instances: list[Any]) -> None:
-        self._instances = len(instances)
+        self._instances = max(1, len(instances))  # the share divides by it
         self._poke()
         self._wake_followers()
 
