@@ -15,7 +15,7 @@ from nereid.errors import (
     NotFoundError,
     UnavailableError,
 )
-from nereid.testing import make_request, settle
+from nereid.testing import BackendPlugin, make_request, settle
 from nereid.types import InferenceResponse, RequestedOutput, Tensor
 
 SLOW = 'parameters { key: "execute_delay_ms" value: { string_value: "%d" } }'
@@ -461,3 +461,52 @@ async def test_model_metadata_and_server_metadata(server):
     assert server_md["name"] == "nereid"
     assert "classification" in server_md["extensions"]
     assert server.api.is_live() and server.api.is_ready()
+
+
+class _OneBehindInstance(ModelInstance):
+    """Answers each batch during the next ``execute``, the last one in ``flush``: what the
+    contract's optional ``flush`` allows (the Python backend's process mode does it)."""
+
+    def __init__(self) -> None:
+        self.held: list = []
+        self.log: list[str] = []
+
+    def _answer_held(self) -> None:
+        held, self.held = self.held, []
+        for request in held:
+            request.respond(InferenceResponse([Tensor("OUTPUT0", request.inputs["INPUT0"].data)]))
+
+    def execute(self, requests):
+        self.log.append(f"execute {len(requests)}")
+        self._answer_held()
+        self.held = list(requests)
+
+    def flush(self):
+        self.log.append("flush")
+        self._answer_held()
+
+
+async def test_an_instance_with_flush_may_answer_after_execute_returns(
+    start_server, model_repository
+):
+    instance = _OneBehindInstance()
+    model_repository.add(
+        "behind",
+        """
+        backend: "behind"
+        max_batch_size: 4
+        input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 1 ] } ]
+        output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 1 ] } ]
+        """,
+    )
+    server = await start_server(plugins=[BackendPlugin("behind", lambda c, s: instance)])
+    # Three queued at once: one instance thread runs them back to back, then goes idle.
+    streams = [
+        server.api.infer(make_request("behind", {"INPUT0": np.array([[i]], np.float32)}))
+        for i in range(3)
+    ]
+    for i, stream in enumerate(streams):  # none failed "returned without sending a response"
+        assert (await asyncio.wait_for(stream.single(), 5)).as_numpy("OUTPUT0")[0, 0] == i
+    assert instance.log[-1] == "flush" and instance.log.count("execute 1") == 3
+    again = await infer(server, "behind", {"INPUT0": np.array([[5]], np.float32)})
+    assert again.as_numpy("OUTPUT0")[0, 0] == 5  # answered by the flush when it went idle

@@ -55,6 +55,12 @@ class ModelInstance:
     def finalize(self) -> None:
         """Release the instance's resources; called after its last batch."""
 
+    # Optional: ``flush() -> None``. An instance that has it may return from ``execute``
+    # before it has answered the batch, to take the next batch while something else (a model
+    # process) still runs this one: it answers the batch during a later ``execute``, or at the
+    # latest in ``flush``, which the runner calls on the instance thread before the instance
+    # goes idle. Such an instance answers every request itself, failing those it cannot.
+
 
 class Model:
     """A loaded model version; makes one instance per ``instance_group`` entry and count."""

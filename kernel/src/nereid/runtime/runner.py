@@ -69,6 +69,8 @@ class InstanceRunner:
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._mailbox: LoopMailbox | None = None
+        # An instance that may answer a batch after its execute returns (see ModelInstance).
+        self._flush: Callable[[], None] | None = getattr(handle.instance, "flush", None)
 
     def start(self) -> None:
         """Start the instance thread and the pull loop (on the event loop)."""
@@ -136,10 +138,15 @@ class InstanceRunner:
             else:
                 post(self.scheduler.batch_done, handle, batch)
             if poll is None or handle.retired:
-                return
+                break
             batch = poll(handle)
             if batch is None:
-                return
+                break
+        if self._flush is not None:  # going idle: answer what the instance holds back
+            try:
+                self._flush()
+            except Exception:
+                log.exception("model instance %s failed to flush", self.handle.name)
 
     def _finished(
         self, batch: list[InferenceRequest], live: list[InferenceRequest], start: int, end: int
@@ -169,7 +176,7 @@ class InstanceRunner:
             for request in batch:
                 request.fail(error)
         else:
-            if not self.decoupled:
+            if not self.decoupled and self._flush is None:
                 for request in batch:
                     if not request.final_sent:
                         request.fail(

@@ -112,7 +112,8 @@ class ModelStatistics:
         self.inference_count += size
         self._last_end_ns = end_ns
         input_end = first.compute_input_end_ns or start_ns
-        output_start = first.compute_output_start_ns or end_ns
+        # An instance with ``flush`` may answer after its execute ended (and after this runs).
+        output_start = min(first.compute_output_start_ns or end_ns, end_ns)
         compute_input = input_end - start_ns
         compute_infer = output_start - input_end
         compute_output = end_ns - output_start

@@ -16,6 +16,7 @@ until it is back, and a batch that arrives meanwhile waits for it.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import logging
@@ -153,6 +154,8 @@ class WorkerProcess:
         self.decoupled = False
         self.name = label
         self.pending: dict[int, list[Any]] = {}
+        # Batches sent to the process whose reply has not been read, oldest first.
+        self.running: collections.deque[list[list[Any]]] = collections.deque()
         self.dead = False
         self.closing = False
         self.death_reason = ""
@@ -299,14 +302,32 @@ class WorkerProcess:
     # -- execute -------------------------------------------------------------------------------
 
     def execute(self, requests: list[InferenceRequest]) -> None:
-        """Run a batch in the model process; every request is answered (or, for a decoupled
-        model, left to the responses the process sends) when this returns."""
+        """Send a batch to the model process. A decoupled model's batch has run when this
+        returns (its responses come as the process sends them). Any other batch is left
+        running: this returns once the batch before it is answered, so the model process
+        starts on this batch while the server answers the last one and prepares the next,
+        and ``flush`` answers the last batch when no next one comes."""
         message, batch = self.prepare(requests)
-        if not batch:
-            return
+        if batch:
+            try:
+                self.control.send_quick(message)
+            except OSError:
+                self._died()
+                return
+            self.running.append(batch)
+        while len(self.running) > (0 if self.decoupled else 1):
+            self._answer_oldest()
+
+    def flush(self) -> None:
+        """Answer every batch sent and not yet answered."""
+        while self.running:
+            self._answer_oldest()
+
+    def _answer_oldest(self) -> None:
+        """Wait for the reply to the oldest batch running (``execute_timeout``), answer it."""
+        batch = self.running.popleft()
         timeout = self.settings.execute_timeout or None
         try:
-            self.control.send_quick(message)
             reply = self.control.recv(timeout)
         except TimeoutError:
             self.kill(f"execute did not finish within {timeout:g} s and the process was killed")
@@ -384,10 +405,13 @@ class WorkerProcess:
         with self._shm_lock:  # the inputs are free again once execute has returned
             for entry in batch:
                 entry[1].release(entry[2], entry[3])
+        now = time.monotonic_ns()  # the batch may have been answered after execute returned
         for rid, final, payload in reply[1]:
             entry = pending.pop(rid, None)
             if entry is not None:
-                self._deliver(entry[0], final, payload)
+                request = entry[0]
+                request.compute_output_start_ns = request.compute_end_ns = now
+                self._deliver(request, final, payload)
         for entry in batch:  # a request the reply left unanswered (should not happen)
             if pending.pop(entry[5], None) is not None:
                 entry[0].fail(InternalError(f"model instance '{self.name}' sent no response"))
@@ -632,6 +656,7 @@ class WorkerProcess:
             self.kill(reason)
             entries = list(self.pending.values())
             self.pending.clear()
+            self.running.clear()
             if entries:
                 if self.closing:
                     error: NereidError = errors.UnavailableError(
@@ -661,6 +686,8 @@ class WorkerProcess:
 
     def finalize(self) -> None:
         """Call the model's ``finalize`` in the process, let it exit, release everything."""
+        if not self.dead:
+            self.flush()
         self.closing = True
         if not self.dead:
             try:
@@ -788,6 +815,11 @@ class ProcessHost(InstanceHost):
         if worker is None or worker.dead:
             worker = self._live_worker()
         worker.execute(requests)
+
+    def flush(self) -> None:
+        worker = self.worker
+        if worker is not None and not worker.dead:
+            worker.flush()
 
     def is_ready(self) -> bool:
         worker = self.worker
