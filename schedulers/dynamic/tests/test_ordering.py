@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
-import nereid
 import numpy as np
 import pytest
-from nereid.backend import Backend, Model, ModelInstance
+from nereid.backend import ModelInstance
 from nereid.errors import UnavailableError
+from nereid.testing import BackendPlugin
 from nereid.types import InferenceResponse, Tensor
 
 
@@ -101,28 +101,6 @@ class _LingerInstance(ModelInstance):
             assert self.recorder.gate.wait(10)
 
 
-class _LingerPlugin:
-    def __init__(self, recorder) -> None:
-        self.recorder = recorder
-
-    @nereid.hookimpl
-    def register_backends(self, registry):
-        recorder = self.recorder
-
-        class _Backend(Backend):
-            def __init__(self, context):
-                self.context = context
-
-            def create_model(self, config, path):
-                class _Model(Model):
-                    def create_instance(self, spec):
-                        return _LingerInstance(recorder)
-
-                return _Model()
-
-        registry.add("linger", _Backend)
-
-
 async def test_order_holds_while_an_earlier_batch_is_still_executing(
     start_server, model_repository, recorder, kit
 ):
@@ -140,7 +118,9 @@ async def test_order_holds_while_an_earlier_batch_is_still_executing(
         dynamic_batching { preserve_ordering: true }
         """,
     )
-    server = await start_server(plugins=[_LingerPlugin(recorder)])
+    server = await start_server(
+        plugins=[BackendPlugin("linger", lambda config, spec: _LingerInstance(recorder))]
+    )
     delivered = Delivered()
     server.observers.add(delivered)
     first = server.api.infer(kit.req("linger", "first", parameters={"linger": True}))
@@ -171,28 +151,6 @@ class _ChattyInstance(ModelInstance):
             request.respond(None, final=True)
 
 
-class _ChattyPlugin:
-    def __init__(self, recorder) -> None:
-        self.recorder = recorder
-
-    @nereid.hookimpl
-    def register_backends(self, registry):
-        recorder = self.recorder
-
-        class _Backend(Backend):
-            def __init__(self, context):
-                self.context = context
-
-            def create_model(self, config, path):
-                class _Model(Model):
-                    def create_instance(self, spec):
-                        return _ChattyInstance(recorder)
-
-                return _Model()
-
-        registry.add("chatty", _Backend)
-
-
 @pytest.mark.parametrize("ordered", [True, False])
 async def test_decoupled_responses_keep_request_order(
     start_server, model_repository, recorder, kit, ordered
@@ -209,7 +167,9 @@ async def test_decoupled_responses_keep_request_order(
         dynamic_batching {{ preserve_ordering: {"true" if ordered else "false"} }}
         """,
     )
-    server = await start_server(plugins=[_ChattyPlugin(recorder)])
+    server = await start_server(
+        plugins=[BackendPlugin("chatty", lambda config, spec: _ChattyInstance(recorder))]
+    )
     delivered = Delivered()
     server.observers.add(delivered)
     first = server.api.infer(kit.hold("chatty", "first"))
