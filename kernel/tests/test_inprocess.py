@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 from nereid import InvalidArgumentError
@@ -30,19 +28,3 @@ def test_infer_and_stream(model_repository):
             server.infer("id", {"INPUT0": np.zeros((1, 3), np.float32)})
         versioned = server.infer("id", {"INPUT0": x}, version=1)
         np.testing.assert_array_equal(versioned["OUTPUT0"], x)
-
-
-@pytest.mark.parametrize(
-    ("cores", "option_us", "serving_s"),
-    [(2, None, 0.0005), (2, 250, 0.00025), (2, 0, None), (1, None, None)],
-)
-async def test_the_gil_switch_interval_is_short_only_while_serving_on_several_cores(
-    model_repository, start_server, monkeypatch, cores, option_us, serving_s
-):
-    monkeypatch.setattr("nereid.server.usable_cores", lambda: cores)
-    before = sys.getswitchinterval()
-    options = {} if option_us is None else {"gil_switch_interval_us": option_us}
-    server = await start_server(**options)
-    assert sys.getswitchinterval() == pytest.approx(serving_s or before)
-    await server.stop()
-    assert sys.getswitchinterval() == before

@@ -174,15 +174,6 @@ def add_kernel_options(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="on SIGINT/SIGTERM, how long in-flight requests get to finish",
     )
-    server.add_argument(
-        "--gil-switch-interval-us",
-        type=int,
-        default=500,
-        metavar="MICROSECONDS",
-        help="the interpreter's GIL switch interval while the server runs on more than one "
-        "core (default 500; Python's own is 5000): how long an instance thread whose framework "
-        "call has returned may wait for a busy event loop to hand the GIL over; 0 leaves it",
-    )
     log = parser.add_argument_group("logging")
     log.add_argument(
         "--log-verbose", type=int, default=0, metavar="LEVEL", help="verbose logging level"

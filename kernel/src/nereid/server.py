@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
-import sys
 import threading
 from typing import Any
 
@@ -23,13 +21,6 @@ from .options import resolve_options
 from .plugins import PluginSettings, PluginSystem, RegistryEntry
 
 log = logging.getLogger(__name__)
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 class Server:
@@ -87,7 +78,6 @@ class Server:
         self.ready = False
         self.startup_errors: list[NereidError] = []
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._saved_switch_interval: float | None = None
         self.repository: RepositoryManager | None = None
         self.frontend_names = (
             frontends
@@ -130,7 +120,6 @@ class Server:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self._set_switch_interval()
         self.api.attach(self.loop)
         self.log_settings.update(
             {
@@ -160,17 +149,6 @@ class Server:
         self.ready = True
         self.plugins.hook.server_started(server=self)
 
-    def _set_switch_interval(self) -> None:
-        """Shorten the GIL switch interval while serving on more than one core: an instance
-        thread back from a framework call that released the GIL otherwise waits up to Python's
-        5 ms for the event loop to hand it over, and the loop is busy exactly when requests
-        stream in. On one core the waiting thread could not run beside the loop anyway, and
-        earlier hand-overs only add context switches."""
-        interval_us = self.options.gil_switch_interval_us
-        if interval_us > 0 and usable_cores() > 1 and self._saved_switch_interval is None:
-            self._saved_switch_interval = sys.getswitchinterval()
-            sys.setswitchinterval(interval_us / 1e6)
-
     async def _start_frontends(self) -> None:
         registry = self.plugins.registries["frontend"]
         for name in self.frontend_names:
@@ -199,9 +177,6 @@ class Server:
             remaining = max(0.0, deadline - asyncio.get_running_loop().time())
             await self.repository.stop(timeout=remaining)
         self.api.system_shm.unregister()
-        if self._saved_switch_interval is not None:
-            sys.setswitchinterval(self._saved_switch_interval)
-            self._saved_switch_interval = None
         self.live = False
         self.plugins.hook.server_stopped(server=self)
 
