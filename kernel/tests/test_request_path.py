@@ -19,6 +19,13 @@ from nereid.testing import BackendPlugin, make_request, settle
 from nereid.types import InferenceResponse, RequestedOutput, Tensor
 
 SLOW = 'parameters { key: "execute_delay_ms" value: { string_value: "%d" } }'
+# A batching model of the test backend ``backend``: FP32 [1] in (INPUT0) and out (OUTPUT0).
+ONE_FLOAT_CONFIG = """
+backend: "{backend}"
+max_batch_size: 4
+input [ {{ name: "INPUT0" data_type: TYPE_FP32 dims: [ 1 ] }} ]
+output [ {{ name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 1 ] }} ]
+"""
 
 
 class _FlakyInstance(ModelInstance):
@@ -180,15 +187,7 @@ async def test_reshape_applied_to_inputs_and_undone_on_outputs(server):
 
 
 async def test_exception_in_execute_fails_only_that_batch(start_server, model_repository):
-    model_repository.add(
-        "flaky",
-        """
-        backend: "flaky"
-        max_batch_size: 4
-        input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 1 ] } ]
-        output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 1 ] } ]
-        """,
-    )
+    model_repository.add("flaky", ONE_FLOAT_CONFIG.format(backend="flaky"))
     server = await start_server(plugins=[_FlakyPlugin()])
     bad = server.api.infer(make_request("flaky", {"INPUT0": np.array([[-1]], np.float32)}))
     good = server.api.infer(make_request("flaky", {"INPUT0": np.array([[2]], np.float32)}))
@@ -490,15 +489,7 @@ async def test_an_instance_with_flush_may_answer_after_execute_returns(
     start_server, model_repository
 ):
     instance = _OneBehindInstance()
-    model_repository.add(
-        "behind",
-        """
-        backend: "behind"
-        max_batch_size: 4
-        input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 1 ] } ]
-        output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 1 ] } ]
-        """,
-    )
+    model_repository.add("behind", ONE_FLOAT_CONFIG.format(backend="behind"))
     server = await start_server(plugins=[BackendPlugin("behind", lambda c, s: instance)])
     # Three queued at once: one instance thread runs them back to back, then goes idle.
     streams = [
