@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from .config import boolean_word
 from .errors import InvalidArgumentError
 from .plugins import PluginSystem
 
@@ -19,11 +20,9 @@ CONTROL_MODES = ("none", "poll", "explicit")
 def str2bool(value: str | bool) -> bool:
     if isinstance(value, bool):
         return value
-    lowered = value.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
+    flag = boolean_word(value)
+    if flag is not None:
+        return flag
     raise argparse.ArgumentTypeError(f"expected a boolean, got '{value}'")
 
 

@@ -3,6 +3,7 @@
 from .loading import (
     ConfigError,
     backend_config_from_flags,
+    boolean_word,
     config_from_json,
     config_to_json,
     load_config_file,
@@ -15,6 +16,7 @@ __all__ = [
     "ConfigError",
     "ModelConfig",
     "backend_config_from_flags",
+    "boolean_word",
     "complete_and_validate",
     "config_from_json",
     "config_to_json",

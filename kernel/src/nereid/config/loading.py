@@ -17,6 +17,18 @@ class ConfigError(InvalidArgumentError):
     """An invalid model configuration; the message names the file and the field."""
 
 
+_BOOLEAN_WORDS = dict.fromkeys(("1", "true", "yes", "on"), True) | dict.fromkeys(
+    ("0", "false", "no", "off"), False
+)
+
+
+def boolean_word(value: str) -> bool | None:
+    """The truth a flag or parameter value spells, as tritonserver reads them (``1``/``0``,
+    ``true``/``false``, ``yes``/``no``, ``on``/``off``, any case), or ``None`` for any other
+    word: each caller says in its own words what it expected."""
+    return _BOOLEAN_WORDS.get(value.lower())
+
+
 def parse_pbtxt(text: str, source: str = "config.pbtxt") -> ModelConfig:
     config = ModelConfig()
     try:

@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from nereid.config import boolean_word
 from nereid.errors import InvalidArgumentError
 
 log = logging.getLogger("nereid.fil")
@@ -53,9 +54,6 @@ KNOWN = frozenset(
     }
 )
 
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
-
 
 @dataclass(frozen=True)
 class FilParams:
@@ -77,11 +75,9 @@ class FilParams:
 
 
 def _bool(name: str, value: str) -> bool:
-    key = value.strip().lower()
-    if key in _TRUE:
-        return True
-    if key in _FALSE:
-        return False
+    flag = boolean_word(value.strip())
+    if flag is not None:
+        return flag
     raise InvalidArgumentError(f"parameter '{name}' must be true or false, got '{value}'")
 
 

@@ -15,20 +15,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nereid.config import boolean_word
 from nereid.errors import InvalidArgumentError
 
 DEFAULT_MAX_BATCH_SIZE = 4
 
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
-
 
 def parse_bool(value: str, what: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
+    flag = boolean_word(value.strip())
+    if flag is not None:
+        return flag
     raise InvalidArgumentError(f"{what}: expected a boolean (1/0, true/false), got '{value}'")
 
 

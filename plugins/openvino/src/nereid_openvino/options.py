@@ -27,12 +27,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from nereid.config import ConfigError, ModelConfig
+from nereid.config import ConfigError, ModelConfig, boolean_word
 from nereid.config.model_config_pb2 import ModelInstanceGroup
 
 HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
-_YES = ("yes", "true", "1", "on")
-_NO = ("no", "false", "0", "off")
 
 
 @dataclass
@@ -62,10 +60,9 @@ def bool_parameter(config: ModelConfig, key: str) -> bool | None:
     value = parameter(config, key)
     if value is None or value == "":
         return None
-    if value.lower() in _YES:
-        return True
-    if value.lower() in _NO:
-        return False
+    flag = boolean_word(value)
+    if flag is not None:
+        return flag
     raise _fail(config, key, value, "YES or NO")
 
 

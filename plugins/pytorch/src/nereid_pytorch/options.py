@@ -26,11 +26,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from nereid.config import ConfigError, ModelConfig
+from nereid.config import ConfigError, ModelConfig, boolean_word
 from nereid.config.model_config_pb2 import ModelInstanceGroup
-
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
 
 BOOL_PARAMETERS = (
     "INFERENCE_MODE",
@@ -58,11 +55,9 @@ def _bool(config: ModelConfig, key: str) -> bool | None:
     value = parameter(config, key)
     if value is None:
         return None
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
+    flag = boolean_word(value.strip())
+    if flag is not None:
+        return flag
     raise ConfigError(
         f"model '{config.name}': parameter '{key}': expected true or false, got '{value}'"
     )

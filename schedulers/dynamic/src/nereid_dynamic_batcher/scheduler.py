@@ -54,7 +54,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from nereid.config.loading import ConfigError
+from nereid.config.loading import ConfigError, boolean_word
 from nereid.errors import CancelledError, UnavailableError
 from nereid.runtime.mailbox import LoopMailbox
 from nereid.scheduler import SchedulerContext
@@ -65,7 +65,6 @@ from .ordering import Sequencer
 from .ragged import BATCH_CONTEXT_KEY, BatchSpec
 
 _REJECT, _DELAY = 0, 1  # ModelQueuePolicy.TimeoutAction
-_FALSE = ("false", "0", "no", "off")
 
 
 class _Entry:
@@ -169,7 +168,7 @@ class DynamicBatcher:
         self._sequencer = Sequencer() if batching.preserve_ordering else None
         self._spec = BatchSpec.from_config(config)
         fair_share = config.parameters.get(FAIR_SHARE_PARAMETER)
-        self._fair_share = fair_share is None or fair_share.string_value.lower() not in _FALSE
+        self._fair_share = fair_share is None or boolean_word(fair_share.string_value) is not False
         # With fair share: each instance's batch not yet done, and the rows in all of them.
         self._executing: dict[Any, tuple[list[InferenceRequest], int]] = {}
         self._executing_rows = 0
