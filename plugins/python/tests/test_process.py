@@ -112,6 +112,25 @@ def test_crash_fails_the_batch_and_restarts(server, mode, reason):
     _wait(lambda: server.api.model_ready("proc"))
 
 
+def test_crash_with_batches_queued_behind_it(server):
+    # Several batches are sent ahead to the model process; when it dies on one of them, every
+    # request gets an answer: served, or failed as not healthy. Later ones go to the new process.
+    before = _pid(server)
+    modes = ["pid"] * 3 + ["exit"] + ["pid"] * 8
+    results = _gather(server, [("proc", {"MODE": _bytes(mode)}) for mode in modes])
+    assert isinstance(results[3], NereidError)
+    assert "exited with code 3" in results[3].message
+    pids = set()
+    for result in results:
+        if isinstance(result, NereidError):
+            assert result.kind is ErrorKind.INTERNAL
+            assert "Stub process 'proc_0_0' is not healthy" in result.message
+        else:
+            pids.add(int(result.as_numpy("PID")[0]))
+    after = int(results[-1].as_numpy("PID")[0])
+    assert after != before and pids <= {before, after}
+
+
 def test_process_killed_while_idle_is_restarted(server):
     before = _pid(server)
     os.kill(before, signal.SIGKILL)

@@ -44,6 +44,8 @@ from .protocol import Channel
 log = logging.getLogger("nereid.python")
 
 _serials = itertools.count(1)
+# Batches a model process may have been sent and not yet answered (not decoupled).
+PIPELINE_DEPTH = 4
 _FLAG_START = 1
 _FLAG_END = 2
 _NUMPY_OF = {code: dtype.numpy_dtype for code, dtype in _DTYPE_OF.items()}
@@ -303,10 +305,11 @@ class WorkerProcess:
 
     def execute(self, requests: list[InferenceRequest]) -> None:
         """Send a batch to the model process. A decoupled model's batch has run when this
-        returns (its responses come as the process sends them). Any other batch is left
-        running: this returns once the batch before it is answered, so the model process
-        starts on this batch while the server answers the last one and prepares the next,
-        and ``flush`` answers the last batch when no next one comes."""
+        returns (its responses come as the process sends them). Other batches are left
+        running, up to ``PIPELINE_DEPTH`` of them, so the model process always has the next
+        batch while the server answers the last ones and prepares more: this answers the
+        batches whose replies are in, waits only while too many are running, and ``flush``
+        answers the rest when no next batch comes."""
         message, batch = self.prepare(requests)
         if batch:
             try:
@@ -315,7 +318,11 @@ class WorkerProcess:
                 self._died()
                 return
             self.running.append(batch)
-        while len(self.running) > (0 if self.decoupled else 1):
+        limit = 0 if self.decoupled else PIPELINE_DEPTH
+        running = self.running
+        if running:
+            self.control.read_arrived()
+        while running and (len(running) > limit or self.control.has_message()):
             self._answer_oldest()
 
     def flush(self) -> None:
@@ -325,7 +332,10 @@ class WorkerProcess:
 
     def _answer_oldest(self) -> None:
         """Wait for the reply to the oldest batch running (``execute_timeout``), answer it."""
-        batch = self.running.popleft()
+        try:
+            batch = self.running.popleft()
+        except IndexError:  # the process died meanwhile: its batches have been failed
+            return
         timeout = self.settings.execute_timeout or None
         try:
             reply = self.control.recv(timeout)

@@ -24,15 +24,20 @@ import struct
 import threading
 from typing import Any
 
-try:  # libc's send through ctypes.PyDLL keeps the GIL: see Channel.send_quick
+try:  # libc's send and recv through ctypes.PyDLL keep the GIL: see Channel.send_quick
     import ctypes
 
-    _libc_send = ctypes.PyDLL(None).send
+    _libc = ctypes.PyDLL(None)
+    _libc_send = _libc.send
     _libc_send.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int)
     _libc_send.restype = ctypes.c_ssize_t
+    _libc_recv = _libc.recv
+    _libc_recv.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    _libc_recv.restype = ctypes.c_ssize_t
     _QUICK_FLAGS = socket.MSG_DONTWAIT | getattr(socket, "MSG_NOSIGNAL", 0)
+    _READ_SIZE = 1 << 16
 except (ImportError, AttributeError, OSError, TypeError):  # pragma: no cover - not on Linux
-    _libc_send = None
+    _libc_send = _libc_recv = None
 
 _LENGTH = struct.Struct("<I")
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -68,13 +73,15 @@ class Channel:
     """One end of a socket pair: framed, pickled messages. ``send`` may be called from any
     thread; ``recv`` from one thread at a time."""
 
-    __slots__ = ("_buffer", "_lock", "_timeout", "sock")
+    __slots__ = ("_area", "_arrived", "_buffer", "_lock", "_timeout", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._buffer = bytearray()
         self._lock = threading.Lock()
         self._timeout: float | None = None
+        self._area: Any = None  # read_arrived's buffer, made on first use
+        self._arrived = False  # read_arrived saw the end of the stream
 
     def send(self, message: Any) -> None:
         data = pickle.dumps(message, _PROTOCOL)
@@ -108,6 +115,29 @@ class Channel:
         data = b"".join(parts)
         with self._lock:
             self.sock.sendall(data)
+
+    def read_arrived(self) -> None:
+        """Read what has arrived without waiting for more, and without letting go of the GIL
+        (as :meth:`send_quick` writes): :meth:`has_message` then tells whether :meth:`recv`
+        returns at once."""
+        if _libc_recv is None:  # pragma: no cover - no ctypes: answers wait for recv
+            return
+        area = self._area
+        if area is None:
+            area = self._area = ctypes.create_string_buffer(_READ_SIZE)
+        got = _libc_recv(self.sock.fileno(), area, _READ_SIZE, socket.MSG_DONTWAIT)
+        if got > 0:
+            self._buffer += ctypes.string_at(area, got)
+        elif got == 0:
+            self._arrived = True  # the peer has gone: recv raises EOFError at once
+
+    def has_message(self) -> bool:
+        """Whether :meth:`recv` returns at once, from what has been read already."""
+        if self._arrived:
+            return True
+        buffer = self._buffer
+        have = len(buffer)
+        return have >= 4 and have >= 4 + _LENGTH.unpack_from(buffer)[0]
 
     def recv(self, timeout: float | None = None) -> Any:
         """The next message; EOFError when the peer has gone, TimeoutError after ``timeout``
