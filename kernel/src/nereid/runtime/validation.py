@@ -117,9 +117,9 @@ def response_transform(
         for o in requested
         if o.parameters.get("classification")
     }
-    if not requested and not reshaped:
-        return None
     wanted = {o.name for o in requested}
+    if not reshaped and not classify and (not requested or wanted.issuperset(model.outputs)):
+        return None  # every output, as the model made it
     batched = model.max_batch_size > 0
 
     def transform(response: InferenceResponse) -> InferenceResponse:
