@@ -89,6 +89,9 @@ class ModelEntry:
     def ready_versions(self) -> list[int]:
         return sorted(v for v, s in self.versions.items() if s.state is ModelState.READY)
 
+    def has_ready_version(self) -> bool:
+        return any(s.state is ModelState.READY for s in self.versions.values())
+
 
 @dataclass(eq=False)
 class _Plan:
@@ -215,7 +218,7 @@ class RepositoryManager:
                 raise self.unavailable_error(name, version)
         for dependency in entry.dependencies:
             other = self.models.get(dependency)
-            if other is None or not other.ready_versions():
+            if other is None or not other.has_ready_version():
                 raise UnavailableError(
                     f"Request for model '{name}' is unavailable: its step model "
                     f"'{dependency[1]}' is not ready"
@@ -639,7 +642,7 @@ class RepositoryManager:
                 plans[key] = plan
                 for dependency in plan.dependencies:
                     other = self.models.get(dependency)
-                    loaded = other is not None and other.ready_versions()
+                    loaded = other is not None and other.has_ready_version()
                     if dependency not in plans and not loaded and dependency in scan:
                         todo.append(dependency)
         self._break_cycles(plans)
@@ -815,7 +818,7 @@ class RepositoryManager:
                 await asyncio.gather(*waits)
             for dependency in plan.dependencies:
                 other = self.models.get(dependency)
-                if other is None or not other.ready_versions():
+                if other is None or not other.has_ready_version():
                     plan.error = UnavailableError(
                         f"failed to load '{entry.name}': its step model '{dependency[1]}' "
                         "is not available"
