@@ -3,8 +3,9 @@
 Two socket pairs connect the server and each model process:
 
 - the **control** channel carries calls the model process's main thread answers in order
-  (load, auto-complete, initialize, execute, finalize): the server's instance thread sends one
-  and reads its reply, so a request costs one wake-up on each side;
+  (load, auto-complete, initialize, execute, finalize): the server's instance thread sends
+  them and reads the replies in the same order, with several execute calls under way at once
+  (``process.PIPELINE_DEPTH``) so that the model process need not wait for the server;
 - the **events** channel carries everything that happens beside those calls: responses a
   decoupled model sends (from any thread), log records, custom-metric operations, readiness
   probes, cancellations, and the replies to the model process's own calls (metric lookups).
