@@ -73,3 +73,26 @@ class AlreadyExistsError(NereidError):
 
 class CancelledError(NereidError):
     kind = ErrorKind.CANCELLED
+
+
+_CLASS_OF_KIND: dict[ErrorKind, type[NereidError]] = {
+    cls.kind: cls
+    for cls in (
+        UnknownError,
+        InternalError,
+        NotFoundError,
+        InvalidArgumentError,
+        UnavailableError,
+        UnsupportedError,
+        AlreadyExistsError,
+        CancelledError,
+    )
+}
+
+
+def error_of_kind(kind: ErrorKind | str, message: str) -> NereidError:
+    """The error class of ``kind`` (an ErrorKind or its name; INTERNAL when unknown) with
+    ``message``: how an error that crossed a process or a wire becomes ours again."""
+    if isinstance(kind, str):
+        kind = ErrorKind.__members__.get(kind, ErrorKind.INTERNAL)
+    return _CLASS_OF_KIND[kind](message)

@@ -17,9 +17,8 @@ import json
 import time
 from typing import Any
 
-from nereid import errors
 from nereid.backend import ModelInstance
-from nereid.errors import ErrorKind, InvalidArgumentError, NereidError
+from nereid.errors import InvalidArgumentError, NereidError, error_of_kind
 from nereid.runtime.batching import mark_compute_input_end
 from nereid.types import DataType, InferenceRequest, InferenceResponse, Tensor
 
@@ -154,22 +153,6 @@ def to_kernel_response(response: pb_utils.InferenceResponse) -> InferenceRespons
     return InferenceResponse(outputs, parameters=params)
 
 
-_ERROR_CLASSES: dict[ErrorKind, type[NereidError]] = {
-    cls.kind: cls
-    for cls in (
-        errors.UnknownError,
-        errors.InternalError,
-        errors.NotFoundError,
-        errors.InvalidArgumentError,
-        errors.UnavailableError,
-        errors.UnsupportedError,
-        errors.AlreadyExistsError,
-        errors.CancelledError,
-    )
-}
-
-
 def kernel_error(error: pb_utils.TritonError) -> NereidError:
     """The kernel error of the same kind (``NotFoundError`` for ``TritonError.NOT_FOUND``)."""
-    kind = ErrorKind[pb_utils.error_code_name(error.code())]
-    return _ERROR_CLASSES[kind](error.message())
+    return error_of_kind(pb_utils.error_code_name(error.code()), error.message())

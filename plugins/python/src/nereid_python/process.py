@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from nereid import errors
-from nereid.errors import ErrorKind, InternalError, InvalidArgumentError, NereidError
+from nereid.errors import ErrorKind, InternalError, InvalidArgumentError, NereidError, error_of_kind
 from nereid.runtime.batching import mark_compute_input_end
 from nereid.types import InferenceRequest, InferenceResponse, Tensor
 
-from . import protocol, runtime, shm
+from . import pb_utils, protocol, runtime, shm
 from .host import _CODE_OF, _DTYPE_OF, InstanceHost
 from .protocol import Channel
 
@@ -49,34 +49,6 @@ PIPELINE_DEPTH = 4
 _FLAG_START = 1
 _FLAG_END = 2
 _NUMPY_OF = {code: dtype.numpy_dtype for code, dtype in _DTYPE_OF.items()}
-_ERRORS: dict[str, type[NereidError]] = {
-    cls.kind.name: cls
-    for cls in (
-        errors.UnknownError,
-        errors.InternalError,
-        errors.NotFoundError,
-        errors.InvalidArgumentError,
-        errors.UnavailableError,
-        errors.UnsupportedError,
-        errors.AlreadyExistsError,
-        errors.CancelledError,
-    )
-}
-_CODE_ERRORS = {
-    code: _ERRORS[name]
-    for code, name in enumerate(
-        (
-            "UNKNOWN",
-            "INTERNAL",
-            "NOT_FOUND",
-            "INVALID_ARG",
-            "UNAVAILABLE",
-            "UNSUPPORTED",
-            "ALREADY_EXISTS",
-            "CANCELLED",
-        )
-    )
-}
 
 
 def _default_shm_dir() -> str:
@@ -292,7 +264,7 @@ class WorkerProcess:
             ) from None
         self._replay(reply[-1])
         if reply[0] == protocol.ERROR:
-            raise _ERRORS.get(reply[1], InternalError)(reply[2])
+            raise error_of_kind(reply[1], reply[2])
         return reply[1]
 
     def _replay(self, events: list[Any] | None) -> None:
@@ -400,7 +372,7 @@ class WorkerProcess:
         pending = self.pending
         self._replay(reply[-1])
         if reply[0] != protocol.DONE:  # the model process failed outside the model's code
-            error = _ERRORS.get(reply[1], InternalError)(reply[2])
+            error = error_of_kind(reply[1], reply[2])
             for entry in batch:
                 pending.pop(entry[5], None)
                 entry[0].fail(error)
@@ -442,8 +414,8 @@ class WorkerProcess:
         error, parameters, segment_name, start, end, outputs = payload
         params = json.loads(parameters) if parameters != "{}" else {}
         if error is not None:
-            cls = _CODE_ERRORS.get(error[0], InternalError)
-            return InferenceResponse(error=cls(error[1]), parameters=params)
+            kind = pb_utils.error_code_name(error[0])
+            return InferenceResponse(error=error_of_kind(kind, error[1]), parameters=params)
         if segment_name is None:
             return InferenceResponse((), parameters=params)
         segment = self.outputs.get(segment_name)
@@ -878,8 +850,4 @@ class _Restart:
         self.done.set()
 
 
-def kernel_error(kind: str, message: str) -> NereidError:
-    return _ERRORS.get(kind, InternalError)(message)
-
-
-__all__ = ["ErrorKind", "ProcessHost", "ProcessSettings", "WorkerProcess", "kernel_error"]
+__all__ = ["ErrorKind", "ProcessHost", "ProcessSettings", "WorkerProcess"]
