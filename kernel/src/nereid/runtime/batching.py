@@ -31,6 +31,20 @@ def gather_inputs(
     return arrays
 
 
+def runs_of(requests: list[InferenceRequest], batched: bool) -> Iterable[list[InferenceRequest]]:
+    """The executions a batch splits into: each request alone for a model that does not batch,
+    else one per set of inputs given (requests leaving out different optional inputs run
+    apart, since their inputs cannot be gathered together)."""
+    if len(requests) == 1:
+        return (requests,)
+    if not batched:
+        return ([request] for request in requests)
+    runs: dict[tuple[str, ...], list[InferenceRequest]] = {}
+    for request in requests:
+        runs.setdefault(tuple(sorted(request.inputs)), []).append(request)
+    return runs.values()
+
+
 def mark_compute_input_end(requests: Sequence[InferenceRequest]) -> None:
     now = time.monotonic_ns()
     for request in requests:

@@ -23,7 +23,7 @@ from nereid.backend import Backend, BackendContext, InstanceSpec, Model, ModelIn
 from nereid.config import ConfigError, ModelConfig
 from nereid.config.model_config_pb2 import DataType as ProtoDataType
 from nereid.errors import InternalError, InvalidArgumentError, NereidError, UnavailableError
-from nereid.runtime.batching import gather_inputs, scatter_outputs
+from nereid.runtime.batching import gather_inputs, runs_of, scatter_outputs
 from nereid.types import DataType, InferenceRequest
 
 from . import datatypes
@@ -313,18 +313,8 @@ class OnnxInstance(ModelInstance):
                 self.run_options.add_run_config_entry(key, value)
 
     def execute(self, requests: list[InferenceRequest]) -> None:
-        if len(requests) == 1:
-            self._run(requests)
-        elif not self.batched:
-            for request in requests:
-                self._run([request])
-        else:
-            # Requests leaving out different optional inputs run apart.
-            groups: dict[tuple[str, ...], list[InferenceRequest]] = {}
-            for request in requests:
-                groups.setdefault(tuple(sorted(request.inputs)), []).append(request)
-            for group in groups.values():
-                self._run(group)
+        for run in runs_of(requests, self.batched):
+            self._run(run)
 
     def _run(self, requests: Sequence[InferenceRequest]) -> None:
         arrays = gather_inputs(requests)

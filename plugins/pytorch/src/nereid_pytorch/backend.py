@@ -29,7 +29,7 @@ from nereid.backend import Backend, BackendContext, InstanceSpec, Model, ModelIn
 from nereid.config import ConfigError, ModelConfig
 from nereid.config.model_config_pb2 import DataType as ProtoDataType
 from nereid.errors import InternalError, InvalidArgumentError, UnavailableError
-from nereid.runtime.batching import gather_inputs, scatter_outputs
+from nereid.runtime.batching import gather_inputs, runs_of, scatter_outputs
 from nereid.types import BF16_DTYPE, DataType, InferenceRequest
 
 from .naming import InputPlan, plan_inputs, plan_outputs
@@ -543,17 +543,8 @@ class TorchInstance(ModelInstance):
         self.stream = torch.cuda.Stream(self.device) if self.device is not None else None
 
     def execute(self, requests: list[InferenceRequest]) -> None:
-        if len(requests) == 1:
-            self._run(requests)
-        elif not self.batched:
-            for request in requests:
-                self._run([request])
-        else:
-            groups: dict[tuple[str, ...], list[InferenceRequest]] = {}
-            for request in requests:
-                groups.setdefault(tuple(sorted(request.inputs)), []).append(request)
-            for group in groups.values():
-                self._run(group)
+        for run in runs_of(requests, self.batched):
+            self._run(run)
         if self.cache_cleaning:
             torch.cuda.empty_cache()
 
