@@ -9,6 +9,7 @@ answers requests itself, typically by calling the InferenceService.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -59,3 +60,35 @@ class Scheduler(Protocol):
     async def stop(self, drain: bool) -> None:
         """Stop: with ``drain`` let queued requests run first, else fail them UNAVAILABLE;
         afterwards every ``next_batch`` returns ``None``."""
+
+
+def batch_key_function(config: ModelConfig) -> Callable[[InferenceRequest], Any] | None:
+    """What two requests must share to be in one batch (Triton's rule), for batching
+    schedulers: the shape of each variable-size input that is not ``allow_ragged_batch``, the
+    values of shape tensors, and which inputs are present when some are optional. ``None`` when
+    any two requests can be batched."""
+    if config.max_batch_size <= 0:
+        return None
+    shaped = [
+        i.name
+        for i in config.input
+        if not i.allow_ragged_batch and not i.is_shape_tensor and any(d < 0 for d in i.dims)
+    ]
+    shape_tensors = [i.name for i in config.input if i.is_shape_tensor]
+    optional = any(i.optional for i in config.input)
+    if not shaped and not shape_tensors and not optional:
+        return None
+
+    def key(request: InferenceRequest) -> Any:
+        inputs = request.inputs
+        parts: list[Any] = [inputs[name].shape[1:] if name in inputs else None for name in shaped]
+        for name in shape_tensors:
+            tensor = inputs.get(name)
+            parts.append(
+                (tensor.shape[1:], tensor.data[:1].tobytes()) if tensor is not None else None
+            )
+        if optional:
+            parts.append(frozenset(inputs))
+        return tuple(parts)
+
+    return key

@@ -57,7 +57,7 @@ from typing import Any
 from nereid.config.loading import ConfigError, boolean_word
 from nereid.errors import CancelledError, UnavailableError
 from nereid.runtime.mailbox import LoopMailbox
-from nereid.scheduler import SchedulerContext
+from nereid.scheduler import SchedulerContext, batch_key_function
 from nereid.types import InferenceRequest
 
 from . import FAIR_SHARE_PARAMETER
@@ -113,38 +113,6 @@ class _Level:
         return len(self.queue) + len(self.delayed)
 
 
-def _batch_key_function(config: Any) -> Callable[[InferenceRequest], Any] | None:
-    """What two requests must share to be batched together, or ``None`` when any two can be:
-    the shape of each variable-shape input that is not ragged, the values of shape tensors, and
-    (when some input is optional) which inputs are present. Triton's rule."""
-    shaped = [
-        i.name
-        for i in config.input
-        if not i.allow_ragged_batch and not i.is_shape_tensor and any(d < 0 for d in i.dims)
-    ]
-    shape_tensors = [i.name for i in config.input if i.is_shape_tensor]
-    optional = any(i.optional for i in config.input)
-    if not shaped and not shape_tensors and not optional:
-        return None
-
-    def key(request: InferenceRequest) -> Any:
-        inputs = request.inputs
-        parts: list[Any] = []
-        for name in shaped:
-            tensor = inputs.get(name)
-            parts.append(tensor.shape[1:] if tensor is not None else None)
-        for name in shape_tensors:
-            tensor = inputs.get(name)
-            parts.append(
-                (tensor.shape[1:], tensor.data[:1].tobytes()) if tensor is not None else None
-            )
-        if optional:
-            parts.append(frozenset(inputs))
-        return tuple(parts)
-
-    return key
-
-
 class DynamicBatcher:
     """See the module docstring."""
 
@@ -159,7 +127,7 @@ class DynamicBatcher:
         self._preferred = frozenset(s for s in batching.preferred_batch_size if s > 0)
         self._limit = max(self._preferred) if self._preferred else self._max_batch
         self._delay_ns = batching.max_queue_delay_microseconds * 1000
-        self._key = _batch_key_function(config)
+        self._key = batch_key_function(config)
         self._levels, self._level_of = self._make_levels(context.model_name, batching)
         self._single = self._levels[0] if len(self._levels) == 1 else None
         # Wake the leader on every enqueue only when a new request can change the decision

@@ -56,7 +56,6 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +63,7 @@ import numpy as np
 from nereid.config.loading import ConfigError
 from nereid.errors import CancelledError, InvalidArgumentError, UnavailableError
 from nereid.runtime.mailbox import LoopMailbox
-from nereid.scheduler import SchedulerContext
+from nereid.scheduler import SchedulerContext, batch_key_function
 from nereid.types import DataType, InferenceRequest, RequestedOutput, Tensor
 
 from .controls import ControlSpec
@@ -149,31 +148,6 @@ class _Effects:
         self.fillers = 0
 
 
-def _batch_key_function(config: Any) -> Callable[[InferenceRequest], Any] | None:
-    """What two requests must share to be in one batch (Triton's rule): the shape of each
-    variable-size input that is not ``allow_ragged_batch``, and which inputs are present when
-    some are optional. ``None`` when any two requests can be batched."""
-    if config.max_batch_size <= 0:
-        return None
-    shaped = [
-        i.name
-        for i in config.input
-        if not i.allow_ragged_batch and not i.is_shape_tensor and any(d < 0 for d in i.dims)
-    ]
-    optional = any(i.optional for i in config.input)
-    if not shaped and not optional:
-        return None
-
-    def key(request: InferenceRequest) -> Any:
-        inputs = request.inputs
-        parts: list[Any] = [inputs[name].shape[1:] if name in inputs else None for name in shaped]
-        if optional:
-            parts.append(frozenset(inputs))
-        return tuple(parts)
-
-    return key
-
-
 class SequenceBatcher:
     """See the module docstring."""
 
@@ -226,7 +200,7 @@ class SequenceBatcher:
         path = getattr(model, "path", None)
         self.states = StateSet(config, Path(path).parent if path is not None else None)
         self._empty_corrid = self.controls.empty_corrid()
-        self._key = _batch_key_function(config)
+        self._key = batch_key_function(config)
         self._lock = threading.Lock()
         self._active: dict[int | str, _Sequence] = {}
         self._backlog: collections.deque[_Sequence] = collections.deque()
