@@ -490,11 +490,32 @@ class HttpFrontend:
 
     # -- shared memory ---------------------------------------------------------------------------
 
-    def _shm_status_or_unregister(
-        self, request: web.BaseRequest, manager: Any, region: str, action: str, *, allowed: bool
-    ) -> web.StreamResponse | None:
-        """What the system and CUDA shared-memory endpoints share: the API-group and method
-        checks, status and unregister. ``None`` leaves a register request to the caller."""
+    async def _system_shm(
+        self, request: web.BaseRequest, region: str, action: str
+    ) -> web.StreamResponse:
+        shm = self.api.system_shm
+        return await self._shm(
+            request, region, action, shm, "system", self._register_system, self.allow_client_shm
+        )
+
+    async def _cuda_shm(
+        self, request: web.BaseRequest, region: str, action: str
+    ) -> web.StreamResponse:
+        cuda = self.api.cuda_shm
+        return await self._shm(request, region, action, cuda, "cuda", self._register_cuda, True)
+
+    async def _shm(
+        self,
+        request: web.BaseRequest,
+        region: str,
+        action: str,
+        manager: Any,
+        label: str,
+        register: Callable[[str, dict[str, Any]], None],
+        allowed: bool,
+    ) -> web.StreamResponse:
+        """Status, register and unregister of a shared-memory kind; ``register`` reads the
+        kind's own register fields from the request JSON."""
         if (denied := self._forbidden(request, "shared-memory")) is not None:
             return denied
         if request.method != ("GET" if action == "status" else "POST"):
@@ -505,23 +526,15 @@ class HttpFrontend:
             raise UnavailableError(codec.SHM_DISABLED_MESSAGE)
         if action == "unregister":
             manager.unregister(region)
-            return _ok()
-        return None
-
-    async def _system_shm(
-        self, request: web.BaseRequest, region: str, action: str
-    ) -> web.StreamResponse:
-        shm = self.api.system_shm
-        answered = self._shm_status_or_unregister(
-            request, shm, region, action, allowed=self.allow_client_shm
-        )
-        if answered is not None:
-            return answered
-        if not region:
+        elif not region:
             raise InvalidArgumentError(
-                "'region name' is necessary to register system shared memory region"
+                f"'region name' is necessary to register {label} shared memory region"
             )
-        doc = await self._read_json(request)
+        else:
+            register(region, await self._read_json(request))
+        return _ok()
+
+    def _register_system(self, region: str, doc: dict[str, Any]) -> None:
         key = doc.get("key")
         if key is None:
             raise InvalidArgumentError("Shared memory register request has no 'key' field")
@@ -531,33 +544,20 @@ class HttpFrontend:
             raise InvalidArgumentError("Shared memory register request has no 'byte_size' field")
         byte_size = _uint(doc["byte_size"], "byte_size")
         offset = _uint(doc.get("offset", 0), "offset")
-        shm.register(region, key, offset, byte_size)
-        return _ok()
+        self.api.system_shm.register(region, key, offset, byte_size)
 
-    async def _cuda_shm(
-        self, request: web.BaseRequest, region: str, action: str
-    ) -> web.StreamResponse:
-        cuda = self.api.cuda_shm
-        answered = self._shm_status_or_unregister(request, cuda, region, action, allowed=True)
-        if answered is not None:
-            return answered
-        if not region:
-            raise InvalidArgumentError(
-                "'region name' is necessary to register cuda shared memory region"
-            )
-        doc = await self._read_json(request)
+    def _register_cuda(self, region: str, doc: dict[str, Any]) -> None:
         handle = doc.get("raw_handle")
         b64 = handle.get("b64") if type(handle) is dict else None
         if type(b64) is not str:
             raise InvalidArgumentError("Shared memory register request has no 'raw_handle' field")
         raw = _b64decode(b64, "raw_handle")
-        cuda.register(
+        self.api.cuda_shm.register(
             region,
             raw,
             _uint(doc.get("device_id", 0), "device_id"),
             _uint(doc.get("byte_size", 0), "byte_size"),
         )
-        return _ok()
 
     # -- inference -------------------------------------------------------------------------------
 
