@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +9,9 @@ import pytest
 import tritonclient.grpc  # noqa: F401  (registers Triton's protos in the default pool)
 import tritonclient.grpc.model_config_pb2 as triton_pb2
 from google.protobuf import descriptor_pb2, json_format, text_format
+from nereid.testing import assert_generated_code_current
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-GEN_SCRIPT = REPO_ROOT / "scripts" / "gen_protos.py"
 KERNEL_GENERATED = (
     "kernel/src/nereid/config/model_config_pb2.py",
     "kernel/src/nereid/config/model_config_pb2.pyi",
@@ -200,19 +198,7 @@ ensemble_scheduling {
 
 
 def test_generated_code_is_current(tmp_path: Path) -> None:
-    pytest.importorskip("grpc_tools.protoc", reason="grpcio-tools is needed to regenerate")
-    subprocess.run(
-        [sys.executable, str(GEN_SCRIPT), "--out", str(tmp_path)],
-        check=True,
-        capture_output=True,
-        cwd=REPO_ROOT,
-    )
-    for rel in KERNEL_GENERATED:
-        fresh = (tmp_path / rel).read_bytes()
-        checked_in = (REPO_ROOT / rel).read_bytes()
-        assert fresh == checked_in, (
-            f"{rel} is out of date with its .proto; run `python scripts/gen_protos.py`"
-        )
+    assert_generated_code_current(REPO_ROOT, KERNEL_GENERATED, tmp_path)
 
 
 def test_descriptor_pool_names() -> None:

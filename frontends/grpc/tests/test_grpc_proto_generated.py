@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 import tritonclient.grpc  # noqa: F401  (registers Triton's protos in the default pool)
 from google.protobuf import descriptor_pb2
+from nereid.testing import assert_generated_code_current
 from tritonclient.grpc import service_pb2
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-GEN_SCRIPT = REPO_ROOT / "scripts" / "gen_protos.py"
 PROTOS_DIR = "frontends/grpc/src/nereid_grpc/protos"
 GRPC_GENERATED = tuple(
     f"{PROTOS_DIR}/{stem}_pb2.{ext}" for stem in ("grpc_service", "health") for ext in ("py", "pyi")
@@ -25,19 +22,7 @@ TRITON_PACKAGES = (".inference.",)
 
 
 def test_generated_code_is_current(tmp_path: Path) -> None:
-    pytest.importorskip("grpc_tools.protoc", reason="grpcio-tools is needed to regenerate")
-    subprocess.run(
-        [sys.executable, str(GEN_SCRIPT), "--out", str(tmp_path)],
-        check=True,
-        capture_output=True,
-        cwd=REPO_ROOT,
-    )
-    for rel in GRPC_GENERATED:
-        fresh = (tmp_path / rel).read_bytes()
-        checked_in = (REPO_ROOT / rel).read_bytes()
-        assert fresh == checked_in, (
-            f"{rel} is out of date with its .proto; run `python scripts/gen_protos.py`"
-        )
+    assert_generated_code_current(REPO_ROOT, GRPC_GENERATED, tmp_path)
 
 
 def test_descriptor_pool_names() -> None:

@@ -8,7 +8,7 @@ import urllib.request
 from pathlib import Path
 
 from nereid.inprocess import InProcessServer
-from nereid.testing import ModelRepositoryBuilder
+from nereid.testing import ModelRepositoryBuilder, repeat_config
 from nereid_dynamic_batcher import TRITON_RULE
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -23,19 +23,8 @@ instance_group [ {{ kind: KIND_CPU count: 1 }} ]
 
 SLOW = 'parameters { key: "execute_delay_ms" value: { string_value: "300" } }'
 
-REPEAT = """
-backend: "repeat"
-max_batch_size: 0
-model_transaction_policy { decoupled: true }
-input [
-  { name: "IN" data_type: TYPE_INT32 dims: [ -1 ] },
-  { name: "DELAY" data_type: TYPE_UINT32 dims: [ -1 ] },
-  { name: "WAIT" data_type: TYPE_UINT32 dims: [ 1 ] }
-]
-output [
-  { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] },
-  { name: "IDX" data_type: TYPE_UINT32 dims: [ 1 ] }
-]
+REPEAT = repeat_config(
+    extra="""
 model_metrics {
   metric_control: [
     {
@@ -45,6 +34,7 @@ model_metrics {
   ]
 }
 """
+)
 
 PYTHON_CONFIG = """
 backend: "python"

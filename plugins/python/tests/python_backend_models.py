@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nereid.testing import repeat_config, square_config
+
 EXAMPLE = Path(__file__).resolve().parents[3] / "docs/examples/model_repository/add_sub_python"
 ADD_SUB_SOURCE = (EXAMPLE / "1" / "model.py").read_text()
 
@@ -53,20 +55,7 @@ class TritonPythonModel:
         return responses
 """
 
-REPEAT_CONFIG = """
-backend: "python"
-max_batch_size: 0
-model_transaction_policy { decoupled: true }
-input [
-  { name: "IN" data_type: TYPE_INT32 dims: [ -1 ] },
-  { name: "DELAY" data_type: TYPE_UINT32 dims: [ -1 ] },
-  { name: "WAIT" data_type: TYPE_UINT32 dims: [ 1 ] }
-]
-output [
-  { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] },
-  { name: "IDX" data_type: TYPE_UINT32 dims: [ 1 ] }
-]
-"""
+REPEAT_CONFIG = repeat_config("python")
 
 # Triton's decoupled "repeat" semantics: one response per element of IN, DELAY[i] ms apart,
 # sent from a thread; execute returns after WAIT ms.
@@ -145,13 +134,7 @@ class TritonPythonModel:
         return responses
 """
 
-ASYNC_DECOUPLED_CONFIG = """
-backend: "python"
-max_batch_size: 0
-model_transaction_policy { decoupled: true }
-input [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ]
-output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
-"""
+ASYNC_DECOUPLED_CONFIG = square_config("python")
 
 # For input N: N responses holding N, 20 ms apart, from an async execute that the backend runs
 # in the background (so a second request proceeds while the first waits).

@@ -8,25 +8,19 @@ keeps an instance busy for as long as a test needs, without real-time sleeps.
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from types import SimpleNamespace
-
 import numpy as np
-import pytest
 from nereid.backend import ModelInstance
 from nereid.runtime.batching import gather_inputs, scatter_outputs
-from nereid.testing import BackendPlugin, ManualClock, make_request, settle, wait_until
+from nereid.testing import BackendPlugin, HoldGate, gated_backend_fixtures, make_request
 from nereid_dynamic_batcher import TRITON_RULE
 
 
-class Recorder:
+class Recorder(HoldGate):
     """What the backend did, shared with the test; ``gate`` holds batches marked ``hold``."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.batches: list[tuple[str, list[str], int]] = []
-        self.gate = threading.Event()
-        self.holding = threading.Event()
 
     def ids(self) -> list[list[str]]:
         return [ids for _, ids, _ in self.batches]
@@ -46,9 +40,7 @@ class RecorderInstance(ModelInstance):
         self.recorder.batches.append(
             (self.name, [r.id for r in requests], sum(r.batch_size for r in requests))
         )
-        if any(r.parameters.get("hold") for r in requests):
-            self.recorder.holding.set()
-            assert self.recorder.gate.wait(10), "the test never opened the gate"
+        self.recorder.wait_if_held(requests)
         arrays = gather_inputs(requests)
         scatter_outputs(requests, {self.outputs[k]: v for k, v in arrays.items()})
 
@@ -71,16 +63,16 @@ def recorder_model(
     extra: str = "",
     fair_share: bool = True,
 ) -> None:
-    """A ``recorder`` model; ``fair_share=False`` gives it Triton's batch formation rule."""
+    """A ``recorder`` model (FP32 ``INPUT0`` to ``OUTPUT0``, as an identity model) with dynamic
+    batching; ``fair_share=False`` gives it Triton's batch formation rule."""
     if not fair_share:
         extra += TRITON_RULE
-    repository.add(
+    repository.identity(
         name,
-        f"""
-        backend: "recorder"
-        max_batch_size: {max_batch_size}
-        input [ {{ name: "INPUT0" data_type: TYPE_FP32 dims: {dims} }} ]
-        output [ {{ name: "OUTPUT0" data_type: TYPE_FP32 dims: {dims} }} ]
+        dims=dims,
+        max_batch_size=max_batch_size,
+        backend="recorder",
+        extra=f"""
         instance_group [ {{ kind: KIND_CPU count: {instances} }} ]
         dynamic_batching {{ {batching} }}
         {extra}
@@ -102,49 +94,8 @@ def hold(model: str, rid: str = "hold", **kw):
     return req(model, rid, parameters={"hold": True}, **kw)
 
 
-async def until(condition, timeout: float = 5.0) -> None:
-    """Wait (in real time: instance threads run in real time) for ``condition()``, then let the
-    loop's ready tasks run."""
-    await wait_until(condition, timeout)
-    await settle()
-
-
-async def answered(stream):
-    """The single response of a stream, its error raised."""
-    return await asyncio.wait_for(stream.single(), 5)
-
-
-@pytest.fixture
-def kit() -> SimpleNamespace:
-    """The helpers above, for test modules (conftest is not importable under importlib mode)."""
-    return SimpleNamespace(
-        req=req,
-        hold=hold,
-        until=until,
-        answered=answered,
-        recorder_model=recorder_model,
-        RecorderPlugin=RecorderPlugin,
-    )
-
-
-@pytest.fixture
-def recorder() -> Recorder:
-    return Recorder()
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-async def serve(start_server, recorder, clock):
-    """``server = await serve()``: a server with the recorder backend and the manual clock."""
-
-    async def start(**options):
-        options.setdefault("clock", clock)
-        server = await start_server(plugins=[RecorderPlugin(recorder)], **options)
-        return server
-
-    yield start
-    recorder.gate.set()  # never leave an instance blocked at teardown
+# ``recorder``, ``clock`` (a ManualClock), ``serve`` (``server = await serve(**options)``)
+# and ``kit``: the helpers above, with ``until`` and ``answered``, for test modules
+recorder, clock, serve, kit = gated_backend_fixtures(
+    Recorder, RecorderPlugin, [req, hold, recorder_model, RecorderPlugin]
+)

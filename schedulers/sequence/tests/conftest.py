@@ -10,19 +10,14 @@ a test needs without real-time sleeps.
 
 from __future__ import annotations
 
-import asyncio
 import sys
-import threading
-import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import nereid
 import numpy as np
-import pytest
 from nereid.backend import Backend, Model, ModelInstance
 from nereid.runtime.batching import gather_inputs, scatter_outputs
-from nereid.testing import ManualClock, make_request, settle
+from nereid.testing import HoldGate, answered, gated_backend_fixtures, make_request
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -30,13 +25,12 @@ FILLER = "nereid.sequence.filler"
 CONTROLS = ("START", "END", "READY", "CORRID")
 
 
-class Recorder:
+class Recorder(HoldGate):
     """What the backend did, shared with the test; ``gate`` holds batches marked ``hold``."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.batches: list[tuple[str, list[dict]]] = []
-        self.gate = threading.Event()
-        self.holding = threading.Event()
 
     def rows(self, index: int = -1) -> list[dict]:
         return self.batches[index][1]
@@ -67,9 +61,7 @@ class RecorderInstance(ModelInstance):
                 row["ACC_IN"] = _value(request.inputs["ACC_IN"])
             rows.append(row)
         self.recorder.batches.append((self.name, rows))
-        if any(r.parameters.get("hold") for r in requests):
-            self.recorder.holding.set()
-            assert self.recorder.gate.wait(10), "the test never opened the gate"
+        self.recorder.wait_if_held(requests)
         arrays = gather_inputs(requests, ["INPUT", "ACC_IN"])
         if "ACC_IN" in arrays:
             total = arrays["ACC_IN"] + arrays["INPUT"]
@@ -166,21 +158,6 @@ def hold(model: str, corrid, value: int = 0, **kw):
     return req(model, corrid, value, parameters={"hold": True}, **kw)
 
 
-async def until(condition, timeout: float = 5.0) -> None:
-    """Wait (in real time: instance threads run in real time) for ``condition()``."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.002)
-    await settle()
-
-
-async def answered(stream):
-    """The single response of a stream, its error raised."""
-    return await asyncio.wait_for(stream.single(), 5)
-
-
 async def output(stream) -> int:
     return int((await answered(stream)).as_numpy("OUTPUT").reshape(-1)[0])
 
@@ -189,39 +166,12 @@ def scheduler_of(server, model: str = "m"):
     return server.repository.get(model, -1).scheduler
 
 
-@pytest.fixture
-def kit() -> SimpleNamespace:
-    """The helpers above, for test modules (conftest is not importable under importlib mode)."""
-    return SimpleNamespace(
-        req=req,
-        hold=hold,
-        until=until,
-        answered=answered,
-        output=output,
-        recorder_model=recorder_model,
-        scheduler_of=scheduler_of,
-        CONTROL_INPUTS=CONTROL_INPUTS,
-        ACC_STATE=ACC_STATE,
-    )
-
-
-@pytest.fixture
-def recorder() -> Recorder:
-    return Recorder()
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-async def serve(start_server, recorder, clock):
-    """``server = await serve()``: a server with the recorder backend and the manual clock."""
-
-    async def start(**options):
-        options.setdefault("clock", clock)
-        return await start_server(plugins=[RecorderPlugin(recorder)], **options)
-
-    yield start
-    recorder.gate.set()  # never leave an instance blocked at teardown
+# ``recorder``, ``clock`` (a ManualClock), ``serve`` (``server = await serve(**options)``)
+# and ``kit``: the helpers above, with ``until`` and ``answered``, for test modules
+recorder, clock, serve, kit = gated_backend_fixtures(
+    Recorder,
+    RecorderPlugin,
+    [req, hold, output, recorder_model, scheduler_of],
+    CONTROL_INPUTS=CONTROL_INPUTS,
+    ACC_STATE=ACC_STATE,
+)

@@ -4,13 +4,20 @@ request builders, and contract suites (:mod:`nereid.testing.contracts`).
 For the test suites of frontends, schedulers and backends, which would otherwise each repeat them:
 
 - ``DATATYPES``, ``REPEAT_CONFIG``, ``SQUARE_CONFIG``: Triton's datatype names, and configs for
-  the kernel's decoupled ``repeat`` and ``square`` test backends;
+  the kernel's decoupled ``repeat`` and ``square`` test backends (:func:`repeat_config`,
+  :func:`square_config`: the same interfaces served by another backend);
 - :class:`BackendPlugin`: registers a test backend made of a ``ModelInstance`` factory alone;
+- :class:`HoldGate` and :func:`gated_backend_fixtures`: a test backend's instance kept busy
+  for as long as a test needs, and the ``recorder``, ``clock``, ``serve`` and ``kit`` fixtures
+  around it;
+- :func:`answered`: the single response of a stream;
 - :func:`free_port`: a free TCP port, for a server that must be given its port;
 - :func:`serve_in_process`: an ``InProcessServer`` with frontends on free ports of 127.0.0.1,
   and :func:`frontend_url`: the ``host:port`` of one of them, as tritonclient wants it;
 - :func:`serve_process`: ``nereid serve`` in a process of its own, once it is ready;
-- :func:`wait_until`: waits (in real time) for a condition, from a test's event loop.
+- :func:`wait_until`: waits (in real time) for a condition, from a test's event loop, and
+  :func:`wait_and_settle`: then lets the loop run what the condition's change set going;
+- :func:`assert_generated_code_current`: checked-in protobuf modules match regeneration.
 
 The pytest plugin (:mod:`nereid.testing.plugin`, registered through ``pytest11``) provides the
 fixtures ``model_repository``, ``start_server`` and ``manual_clock``.
@@ -25,10 +32,12 @@ import itertools
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -36,10 +45,12 @@ from ..backend import Backend, InstanceSpec, Model, ModelInstance
 from ..clock import Clock
 from ..config import ModelConfig
 from ..hookspecs import hookimpl
-from ..types import InferenceRequest, RequestedOutput, Tensor
+from ..types import InferenceRequest, InferenceResponse, RequestedOutput, ResponseStream, Tensor
 
 if TYPE_CHECKING:
     from ..inprocess import InProcessServer
+
+HoldGateT = TypeVar("HoldGateT", bound="HoldGate")
 
 DATATYPES = (
     "BOOL",
@@ -58,28 +69,44 @@ DATATYPES = (
     "BYTES",
 )
 
-REPEAT_CONFIG = """
-backend: "repeat"
+
+def repeat_config(backend: str = "repeat", extra: str = "") -> str:
+    """The config of a model with Triton's decoupled ``repeat`` interface (one response per
+    element of ``IN``), served by ``backend`` (the kernel's test backend, or e.g. a Python
+    model), with ``extra`` config text after it."""
+    return f"""
+backend: "{backend}"
 max_batch_size: 0
-model_transaction_policy { decoupled: true }
+model_transaction_policy {{ decoupled: true }}
 input [
-  { name: "IN" data_type: TYPE_INT32 dims: [ -1 ] },
-  { name: "DELAY" data_type: TYPE_UINT32 dims: [ -1 ] },
-  { name: "WAIT" data_type: TYPE_UINT32 dims: [ 1 ] }
+  {{ name: "IN" data_type: TYPE_INT32 dims: [ -1 ] }},
+  {{ name: "DELAY" data_type: TYPE_UINT32 dims: [ -1 ] }},
+  {{ name: "WAIT" data_type: TYPE_UINT32 dims: [ 1 ] }}
 ]
 output [
-  { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] },
-  { name: "IDX" data_type: TYPE_UINT32 dims: [ 1 ] }
+  {{ name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] }},
+  {{ name: "IDX" data_type: TYPE_UINT32 dims: [ 1 ] }}
 ]
+{extra}"""
+
+
+REPEAT_CONFIG = repeat_config()
+
+
+def square_config(backend: str = "square") -> str:
+    """The config of a model with Triton's decoupled ``square`` interface (for ``IN`` = n, n
+    responses holding n), served by ``backend`` (the kernel's test backend, or e.g. a Python
+    model)."""
+    return f"""
+backend: "{backend}"
+max_batch_size: 0
+model_transaction_policy {{ decoupled: true }}
+input [ {{ name: "IN" data_type: TYPE_INT32 dims: [ 1 ] }} ]
+output [ {{ name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] }} ]
 """
 
-SQUARE_CONFIG = """
-backend: "square"
-max_batch_size: 0
-model_transaction_policy { decoupled: true }
-input [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ]
-output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
-"""
+
+SQUARE_CONFIG = square_config()
 
 
 class ManualClock(Clock):
@@ -161,12 +188,14 @@ class ModelRepositoryBuilder:
         dims: str = "[ -1 ]",
         max_batch_size: int = 8,
         extra: str = "",
+        backend: str = "identity",
     ) -> Path:
-        """An identity model with one input ``INPUT0`` and one output ``OUTPUT0``."""
+        """An identity model with one input ``INPUT0`` and one output ``OUTPUT0``, served by
+        ``backend`` (``identity``, or a test backend that answers like it)."""
         return self.add(
             name,
             f"""
-            backend: "identity"
+            backend: "{backend}"
             max_batch_size: {max_batch_size}
             input [ {{ name: "INPUT0" data_type: {datatype} dims: {dims} }} ]
             output [ {{ name: "OUTPUT0" data_type: {datatype} dims: {dims} }} ]
@@ -208,6 +237,19 @@ async def wait_until(condition: Callable[[], object], timeout: float = 5.0) -> N
         await asyncio.sleep(0.002)
 
 
+async def wait_and_settle(condition: Callable[[], object], timeout: float = 5.0) -> None:
+    """:func:`wait_until`, then :func:`settle`: the condition is often an instance thread's
+    doing, and what it sets going on the loop should have run before the test looks."""
+    await wait_until(condition, timeout)
+    await settle()
+
+
+async def answered(stream: ResponseStream, timeout: float = 5.0) -> InferenceResponse:
+    """The single response of ``stream``, its error raised; fails after ``timeout`` seconds
+    rather than hang the test."""
+    return await asyncio.wait_for(stream.single(), timeout)
+
+
 class BackendPlugin:
     """A plugin registering the test backend ``name``: every instance of its models is
     ``create_instance(config, spec)``, so a test backend needs no Backend and Model classes."""
@@ -239,6 +281,70 @@ class _FactoryModel(Model):
 
     def create_instance(self, spec: InstanceSpec) -> ModelInstance:
         return self.make_instance(self.config, spec)
+
+
+class HoldGate:
+    """Keeps a test backend's instance busy for as long as a test needs, without real-time
+    sleeps: a batch with a request whose ``parameters`` hold ``"hold": True`` waits in
+    :meth:`wait_if_held` until the test sets ``gate``; ``holding`` tells that one is waiting.
+    A test backend's recorder derives from it."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.holding = threading.Event()
+
+    def wait_if_held(self, requests: Sequence[InferenceRequest]) -> None:
+        """Called by an instance's ``execute``: returns at once unless a request asks to be
+        held, then once ``gate`` is set (failing after 10 s)."""
+        if any(request.parameters.get("hold") for request in requests):
+            self.holding.set()
+            assert self.gate.wait(10), "the test never opened the gate"
+
+
+def gated_backend_fixtures(
+    new_recorder: Callable[[], HoldGateT],
+    plugin: Callable[[HoldGateT], object],
+    helpers: Iterable[Callable[..., Any]] = (),
+    **values: Any,
+) -> tuple[Any, Any, Any, Any]:
+    """The ``recorder``, ``clock``, ``serve`` and ``kit`` fixtures of a test suite built on a
+    recording test backend, for its conftest: ``recorder, clock, serve, kit =
+    gated_backend_fixtures(Recorder, RecorderPlugin, [req, hold])``.
+
+    ``recorder`` is a ``new_recorder()``, ``clock`` a :class:`ManualClock`, and
+    ``server = await serve(**options)`` starts a server (``start_server``) with
+    ``plugin(recorder)`` and that clock unless ``options`` give another; the recorder's gate is
+    opened at teardown, so that no instance is left blocked when the servers stop. ``kit``
+    holds the suite's ``helpers`` (functions and classes, by their names) and ``values`` (test
+    modules cannot import a conftest under importlib mode), with ``until``
+    (:func:`wait_and_settle`) and :func:`answered`."""
+    import pytest
+
+    @pytest.fixture
+    def recorder() -> HoldGateT:
+        return new_recorder()
+
+    @pytest.fixture
+    def clock() -> ManualClock:
+        return ManualClock()
+
+    @pytest.fixture
+    async def serve(
+        start_server: Callable[..., Any], recorder: HoldGateT, clock: ManualClock
+    ) -> AsyncIterator[Callable[..., Any]]:
+        async def start(**options: Any) -> Any:
+            options.setdefault("clock", clock)
+            return await start_server(plugins=[plugin(recorder)], **options)
+
+        yield start
+        recorder.gate.set()
+
+    @pytest.fixture
+    def kit() -> SimpleNamespace:
+        named = {helper.__name__: helper for helper in helpers}
+        return SimpleNamespace(until=wait_and_settle, answered=answered, **named, **values)
+
+    return recorder, clock, serve, kit
 
 
 def free_port() -> int:
@@ -304,18 +410,47 @@ def serve_process(
                 process.wait()
 
 
+def assert_generated_code_current(repo_root: Path, generated: Iterable[str], out: Path) -> None:
+    """Regenerate the protobuf modules with ``scripts/gen_protos.py --out out`` and fail if any
+    of ``generated`` (paths relative to ``repo_root``) differs from its checked-in copy: the
+    generated code is committed, so that installing needs no protobuf compiler. Skips the test
+    without grpcio-tools."""
+    import pytest
+
+    pytest.importorskip("grpc_tools.protoc", reason="grpcio-tools is needed to regenerate")
+    subprocess.run(
+        [sys.executable, str(repo_root / "scripts" / "gen_protos.py"), "--out", str(out)],
+        check=True,
+        capture_output=True,
+        cwd=repo_root,
+    )
+    for rel in generated:
+        fresh = (out / rel).read_bytes()
+        checked_in = (repo_root / rel).read_bytes()
+        assert fresh == checked_in, (
+            f"{rel} is out of date with its .proto; run `python scripts/gen_protos.py`"
+        )
+
+
 __all__ = [
     "DATATYPES",
     "REPEAT_CONFIG",
     "SQUARE_CONFIG",
     "BackendPlugin",
+    "HoldGate",
     "ManualClock",
     "ModelRepositoryBuilder",
+    "answered",
+    "assert_generated_code_current",
     "free_port",
     "frontend_url",
+    "gated_backend_fixtures",
     "make_request",
+    "repeat_config",
     "serve_in_process",
     "serve_process",
     "settle",
+    "square_config",
+    "wait_and_settle",
     "wait_until",
 ]
