@@ -22,16 +22,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import support
 import treelite
 import treelite.gtil
-from nereid import InferenceRequest, Server, Tensor
+from nereid import Server
 
 FEATURES = 32
 ROWS_PER_REQUEST = 16
@@ -68,7 +66,9 @@ def config(threads: int, instances: int, preferred: int = 0) -> str:
     """
 
 
-def bare_round(model_file: Path, threads: int, instances: int, rows: int, seconds: float):
+def bare_round(
+    model_file: Path, threads: int, instances: int, rows: int, seconds: float
+) -> support.Round:
     """``instances`` threads looping ``treelite.gtil.predict`` on ``rows``-row batches."""
     tl_model = treelite.frontend.load_xgboost_model(str(model_file), format_choice="json")
     x = np.random.default_rng(1).standard_normal((rows, FEATURES)).astype(np.float32)
@@ -78,28 +78,13 @@ def bare_round(model_file: Path, threads: int, instances: int, rows: int, second
         treelite.gtil.predict(tl_model, x, nthread=threads)
         return rows
 
-    return support.loop_threads([step] * instances, seconds)
+    return support.Round(*support.loop_threads([step] * instances, seconds), rows)
 
 
-async def served_round(server: Server, model: str, seconds: float):
-    """Rows/s with ``IN_FLIGHT`` requests of ``ROWS_PER_REQUEST`` rows, CPU seconds per row,
-    and the mean batch."""
-    api = server.api
+async def served_round(server: Server, model: str, seconds: float) -> support.Round:
+    """``IN_FLIGHT`` requests of ``ROWS_PER_REQUEST`` rows in flight."""
     x = np.random.default_rng(1).standard_normal((ROWS_PER_REQUEST, FEATURES)).astype(np.float32)
-    before = api.model_statistics(model)[0]
-
-    async def submit() -> None:
-        await api.infer(InferenceRequest(model, [Tensor("input__0", x)])).single()
-
-    cpu = time.process_time()
-    done, elapsed = await support.keep_in_flight(submit, IN_FLIGHT, seconds)
-    cpu = time.process_time() - cpu
-    await asyncio.sleep(0.01)
-    after = api.model_statistics(model)[0]
-    executions = after["execution_count"] - before["execution_count"]
-    inferences = after["inference_count"] - before["inference_count"]
-    rows = done * ROWS_PER_REQUEST
-    return rows / elapsed, cpu / max(rows, 1), inferences / max(executions, 1)
+    return await support.served_round(server, model, {"input__0": x}, IN_FLIGHT, seconds)
 
 
 async def main(args) -> None:
@@ -128,27 +113,12 @@ async def main(args) -> None:
 
 async def measure(server: Server, model: str, model_file: Path, args) -> None:
     await served_round(server, model, 0.5)  # warm up
-    pairs = []
-    for index in range(args.rounds):
-        served, served_cpu, batch = await served_round(server, model, args.seconds)
-        rows = max(1, round(batch))
-        bare, bare_cpu = await asyncio.to_thread(
-            bare_round, model_file, args.threads, args.instances, rows, args.seconds
-        )
-        pairs.append((served, bare, batch, bare_cpu / served_cpu))
-        print(
-            f"  round {index + 1}: served {served:,.0f} rows/s (batch {batch:.1f}), "
-            f"bare {bare:,.0f} rows/s (batch {rows}): {served / bare:.3f}"
-        )
-    best_served = max(pairs, key=lambda p: p[0])
-    best_bare = max(p[1] for p in pairs)
-    median = statistics.median(p[0] / p[1] for p in pairs)
-    cpu = statistics.median(p[3] for p in pairs)
-    print(
-        f"{model}: served {best_served[0]:,.0f} rows/s (batch {best_served[2]:.1f}) / bare "
-        f"{best_bare:,.0f} rows/s = {best_served[0] / best_bare:.3f}  (target >= 0.85)\n"
-        f"    median of the rounds' ratios {median:.3f}; CPU per row, bare / served {cpu:.3f}"
+    pairs = await support.batched_rounds(
+        args.rounds,
+        lambda: served_round(server, model, args.seconds),
+        lambda rows: bare_round(model_file, args.threads, args.instances, rows, args.seconds),
     )
+    support.report(model, 0.85, pairs)
 
 
 if __name__ == "__main__":

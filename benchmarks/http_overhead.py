@@ -106,23 +106,10 @@ VALUES = (np.arange(16, dtype=np.float32) * 0.25).reshape(SHAPE)
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=int, default=5, help="seconds per measurement")
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument(
-        "--no-pin",
-        action="store_true",
-        help="do not pin the servers and wrk to separate cores (they are pinned by default)",
-    )
+    support.add_wrk_options(parser, rounds=3, duration=5)
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
-        return 2
-
     # Server on one core, wrk on another, when the machine has them (same for A and B).
-    cores = support.two_cores(args.no_pin)
-    server_cpu, wrk_cpu = (str(cores[0]), str(cores[1])) if cores else (None, None)
+    server_cpu, wrk_cpu = support.wrk_cores(args.no_pin)
 
     work = Path(tempfile.mkdtemp(prefix="nereid-bench-"))
     processes: list[subprocess.Popen] = []
@@ -131,13 +118,8 @@ def main() -> int:
         (work / "baseline.py").write_text(BASELINE_APP)
 
         def launch(command: list[str]) -> subprocess.Popen:
-            if server_cpu is not None:
-                command = ["taskset", "-c", server_cpu, *command]
-            process = subprocess.Popen(
-                command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-            processes.append(process)
-            return process
+            processes.append(support.launch(command, server_cpu))
+            return processes[-1]
 
         port_a, port_b = support.free_port(), support.free_port()
         proc_a = launch([sys.executable, str(work / "baseline.py"), str(port_a)])
@@ -149,46 +131,26 @@ def main() -> int:
             "a": (f"http://127.0.0.1:{port_a}/v2/models/{MODEL}/infer", proc_a.pid),
             "b": (f"http://127.0.0.1:{port_b}/v2/models/{MODEL}/infer", proc_b.pid),
         }
-        best: dict[tuple[str, str], float] = {}
-        cpu: dict[tuple[str, str], float] = {}
+        best: dict[str, dict[str, float]] = {}  # kind: server: figure
+        cpu: dict[str, dict[str, float]] = {}
         for kind in ("json", "binary"):
-            body, headers = support.request_body(kind, VALUES)
-            script = work / f"{kind}.lua"
-            script.write_text(support.lua_script(body, headers))
-            for url, pid in servers.values():
-                support.check_response(url, body, headers, VALUES)
-                support.run_wrk(url, script, args.warmup, args.connections, wrk_cpu, pid)
-            for round_index in range(args.rounds):
-                order = ("a", "b") if round_index % 2 == 0 else ("b", "a")
-                for name in order:
-                    url, pid = servers[name]
-                    rate, bad, per_request = support.run_wrk(
-                        url, script, args.duration, args.connections, wrk_cpu, pid
-                    )
-                    if bad:
-                        raise SystemExit(f"{name}/{kind}: {bad} non-2xx responses")
-                    shown = f"{per_request:7.1f} us CPU/req" if per_request is not None else ""
-                    print(
-                        f"  round {round_index + 1} {kind:6s} ({name}) {rate:10.1f} req/s  {shown}"
-                    )
-                    best[(name, kind)] = max(best.get((name, kind), 0.0), rate)
-                    if per_request is not None:
-                        cpu[(name, kind)] = min(cpu.get((name, kind), float("inf")), per_request)
+            samples = support.wrk_rounds(servers, kind, VALUES, work, args, wrk_cpu)
+            best[kind], cpu[kind] = support.best_of(samples)
 
         print()
         print(f"concurrency {args.connections}, best of {args.rounds} x {args.duration}s")
         print(f"{'body':8s}{'(a) aiohttp':>14s}{'(b) nereid':>14s}{'(b)/(a)':>10s}   req/s")
         for kind in ("json", "binary"):
-            a, b = best[("a", kind)], best[("b", kind)]
+            a, b = best[kind]["a"], best[kind]["b"]
             print(f"{kind:8s}{a:14.1f}{b:14.1f}{b / a:10.2f}")
-        if len(cpu) == 4:
+        if all(len(figures) == 2 for figures in cpu.values()):
             # Server CPU per request (all threads) is robust to other load on the machine; its
             # inverse ratio is the throughput ratio of CPU-bound servers.
             print(
                 f"{'body':8s}{'(a) aiohttp':>14s}{'(b) nereid':>14s}{'(a)/(b)':>10s}   CPU us/req"
             )
             for kind in ("json", "binary"):
-                a, b = cpu[("a", kind)], cpu[("b", kind)]
+                a, b = cpu[kind]["a"], cpu[kind]["b"]
                 print(f"{kind:8s}{a:14.1f}{b:14.1f}{a / b:10.2f}")
         return 0
     finally:

@@ -35,17 +35,14 @@ import argparse
 import asyncio
 import importlib.util
 import os
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import support
-from nereid import InferenceRequest, Server, Tensor
+from nereid import Server
 
 try:
     from nereid_dynamic_batcher import TRITON_RULE
@@ -83,17 +80,10 @@ def config(threads: int, variant: str | None = None) -> str:
     return text
 
 
-@dataclass
-class Round:
-    rate: float  # rows per second
-    cpu_per_row: float  # process CPU seconds per row
-    batch: float = 1.0  # mean rows per execution
-
-
 # -- bare: two threads, each looping session.run on its own session ----------------------------
 
 
-def bare_round(model: Path, threads: int, rows: int, seconds: float) -> Round:
+def bare_round(model: Path, threads: int, rows: int, seconds: float) -> support.Round:
     """Two threads looping ``session.run`` on batches of ``rows``."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -114,81 +104,30 @@ def bare_round(model: Path, threads: int, rows: int, seconds: float) -> Round:
         return run
 
     rate, cpu_per_row = support.loop_threads([step(s) for s in sessions], seconds)
-    return Round(rate, cpu_per_row, rows)
+    return support.Round(rate, cpu_per_row, rows)
 
 
-# -- served: api.infer with N requests in flight -----------------------------------------------
+# -- served: api.infer with N one-row requests in flight ---------------------------------------
 
-
-async def served_round(server: Server, model: str, in_flight: int, seconds: float) -> Round:
-    """``in_flight`` coroutines each sending one-row requests through ``api.infer``."""
-    api = server.api
-    x = np.random.default_rng(1).standard_normal((1, SIZES[0])).astype(np.float32)
-    before = api.model_statistics(model)[0]
-
-    async def submit() -> None:
-        await api.infer(InferenceRequest(model, [Tensor("X", x)])).single()
-
-    cpu = time.process_time()
-    done, elapsed = await support.keep_in_flight(submit, in_flight, seconds)
-    cpu = time.process_time() - cpu
-    await asyncio.sleep(0.01)
-    after = api.model_statistics(model)[0]
-    executions = after["execution_count"] - before["execution_count"]
-    inferences = after["inference_count"] - before["inference_count"]
-    return Round(done / elapsed, cpu / max(done, 1), inferences / max(executions, 1))
-
-
-def report(label: str, target: float, pairs: list[tuple[Round, Round]]) -> None:
-    """Best served over best bare (the figure asked for), and two checks on it: the median of
-    the rounds' own ratios, and bare CPU per row over served CPU per row (steady under load,
-    since CPU time counts only while a thread runs)."""
-    best_served = max(pairs, key=lambda pair: pair[0].rate)[0]
-    best_bare = max(pairs, key=lambda pair: pair[1].rate)[1]
-    ratios = [served.rate / bare.rate for served, bare in pairs]
-    cpu = [bare.cpu_per_row / served.cpu_per_row for served, bare in pairs]
-    bare_us = statistics.median(bare.cpu_per_row for _, bare in pairs) * 1e6
-    served_us = statistics.median(served.cpu_per_row for served, _ in pairs) * 1e6
-    print(
-        f"{label}: served {best_served.rate:,.0f} rows/s (batch {best_served.batch:.1f}) / bare "
-        f"{best_bare.rate:,.0f} rows/s = {best_served.rate / best_bare.rate:.3f}  "
-        f"(target >= {target})\n"
-        f"    median of the rounds' ratios {statistics.median(ratios):.3f}; CPU per row, bare / "
-        f"served: {statistics.median(cpu):.3f} ({bare_us:.0f} vs {served_us:.0f} us)"
-    )
-
-
-def _line(index: int, served: Round, bare: Round) -> None:
-    print(
-        f"  round {index + 1}: served {served.rate:,.0f} rows/s (batch {served.batch:.1f}), "
-        f"bare {bare.rate:,.0f} rows/s (batch {bare.batch:.0f}): {served.rate / bare.rate:.2f}"
-    )
+ROW = {"X": np.random.default_rng(1).standard_normal((1, SIZES[0])).astype(np.float32)}
 
 
 async def no_batching(server: Server, model_file: Path, args) -> None:
-    pairs = []
-    for index in range(args.rounds):
-        # Alternate which side goes first, so neither always gets the quieter moment.
-        if index % 2 == 0:
-            bare = await asyncio.to_thread(bare_round, model_file, args.threads, 1, args.seconds)
-            served = await served_round(server, "mlp", 8, args.seconds)
-        else:
-            served = await served_round(server, "mlp", 8, args.seconds)
-            bare = await asyncio.to_thread(bare_round, model_file, args.threads, 1, args.seconds)
-        pairs.append((served, bare))
-        _line(index, served, bare)
-    report("no batching, concurrency 8", 0.9, pairs)
+    pairs = await support.alternating_rounds(
+        args.rounds,
+        lambda: bare_round(model_file, args.threads, 1, args.seconds),
+        lambda: support.served_round(server, "mlp", ROW, 8, args.seconds),
+    )
+    support.report("no batching, concurrency 8", 0.9, pairs)
 
 
 async def dynamic_batching(server: Server, model: str, model_file: Path, args) -> None:
-    pairs = []
-    for index in range(args.rounds):
-        served = await served_round(server, model, 32, args.seconds)
-        rows = max(1, round(served.batch))
-        bare = await asyncio.to_thread(bare_round, model_file, args.threads, rows, args.seconds)
-        pairs.append((served, bare))
-        _line(index, served, bare)
-    report(f"{model}, concurrency 32", 0.85, pairs)
+    pairs = await support.batched_rounds(
+        args.rounds,
+        lambda: support.served_round(server, model, ROW, 32, args.seconds),
+        lambda rows: bare_round(model_file, args.threads, rows, args.seconds),
+    )
+    support.report(f"{model}, concurrency 32", 0.85, pairs)
 
 
 async def main(args) -> None:

@@ -24,17 +24,14 @@ import argparse
 import asyncio
 import itertools
 import os
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import support
 import torch
-from nereid import InferenceRequest, Server, Tensor
+from nereid import Server
 
 SIZES = (512, 2048, 2048, 512)
 
@@ -61,13 +58,7 @@ def config(threads: int) -> str:
     """
 
 
-@dataclass
-class Round:
-    rate: float  # rows per second
-    cpu_per_row: float  # process CPU seconds per row
-
-
-def bare_round(model: Path, threads: int, seconds: float) -> Round:
+def bare_round(model: Path, threads: int, seconds: float) -> support.Round:
     """Two threads looping the module on one row each."""
     torch.set_num_threads(threads)
     modules = [torch.jit.load(str(model), map_location="cpu").eval() for _ in range(2)]
@@ -85,20 +76,7 @@ def bare_round(model: Path, threads: int, seconds: float) -> Round:
 
         return run
 
-    return Round(*support.loop_threads([step(m) for m in modules], seconds))
-
-
-async def served_round(server: Server, in_flight: int, seconds: float) -> Round:
-    api = server.api
-    x = np.random.default_rng(1).standard_normal((1, SIZES[0])).astype(np.float32)
-
-    async def submit() -> None:
-        await api.infer(InferenceRequest("mlp", [Tensor("INPUT__0", x)])).single()
-
-    cpu = time.process_time()
-    done, elapsed = await support.keep_in_flight(submit, in_flight, seconds)
-    cpu = time.process_time() - cpu
-    return Round(done / elapsed, cpu / max(done, 1))
+    return support.Round(*support.loop_threads([step(m) for m in modules], seconds))
 
 
 async def main(args) -> None:
@@ -110,35 +88,19 @@ async def main(args) -> None:
         f"model {'-'.join(map(str, SIZES))} FP32 MLP (TorchScript), torch threads "
         f"{args.threads}, cores {len(os.sched_getaffinity(0))}, torch {torch.__version__}"
     )
+    row = {"INPUT__0": np.random.default_rng(1).standard_normal((1, SIZES[0])).astype(np.float32)}
     server = Server(str(root), log_info=False)
     await server.start()
     try:
-        await served_round(server, 8, 0.5)  # warm up both instances
-        pairs = []
-        for index in range(args.rounds):
-            if index % 2 == 0:
-                bare = await asyncio.to_thread(bare_round, model_file, args.threads, args.seconds)
-                served = await served_round(server, 8, args.seconds)
-            else:
-                served = await served_round(server, 8, args.seconds)
-                bare = await asyncio.to_thread(bare_round, model_file, args.threads, args.seconds)
-            pairs.append((served, bare))
-            print(
-                f"  round {index + 1}: served {served.rate:,.0f} rows/s, bare "
-                f"{bare.rate:,.0f} rows/s: {served.rate / bare.rate:.2f}"
-            )
+        await support.served_round(server, "mlp", row, 8, 0.5)  # warm up both instances
+        pairs = await support.alternating_rounds(
+            args.rounds,
+            lambda: bare_round(model_file, args.threads, args.seconds),
+            lambda: support.served_round(server, "mlp", row, 8, args.seconds),
+        )
     finally:
         await server.stop()
-    best_served = max(served.rate for served, _ in pairs)
-    best_bare = max(bare.rate for _, bare in pairs)
-    ratios = [served.rate / bare.rate for served, bare in pairs]
-    cpu = [bare.cpu_per_row / served.cpu_per_row for served, bare in pairs]
-    print(
-        f"no batching, concurrency 8, two instances: served {best_served:,.0f} rows/s / bare "
-        f"{best_bare:,.0f} rows/s = {best_served / best_bare:.3f}  (target >= 0.9)\n"
-        f"    median of the rounds' ratios {statistics.median(ratios):.3f}; CPU per row, "
-        f"bare / served: {statistics.median(cpu):.3f}"
-    )
+    support.report("no batching, concurrency 8, two instances", 0.9, pairs)
 
 
 if __name__ == "__main__":

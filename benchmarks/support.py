@@ -5,11 +5,14 @@ The scripts run as ``python benchmarks/<name>.py`` from the repository root; Pyt
 script's folder on ``sys.path``, so a script imports this module as ``import support``. It holds
 what several scripts need alike: a free port, the ``nereid serve`` command line and waiting for
 the server, a process's CPU time from ``/proc``, the identity model's FP32[1,16] requests over
-HTTP and their check, ``wrk``, core pinning, and keeping requests in flight in-process.
+HTTP and their check, ``wrk`` (options, pinned servers, alternating rounds), core pinning, and
+keeping requests in flight in-process; for the backend benchmarks, served-versus-bare rounds
+and their report.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import itertools
 import json
@@ -17,15 +20,21 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from nereid import Server
 
 IDENTITY_CONFIG = """
 backend: "identity"
@@ -174,6 +183,91 @@ def run_wrk(
     return rate, int(bad.group(1)) if bad else 0, per_request
 
 
+def add_wrk_options(parser: argparse.ArgumentParser, rounds: int, duration: int) -> None:
+    """The options of a benchmark that measures servers with ``wrk``."""
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--duration", type=int, default=duration, help="seconds per measurement")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not pin the servers and wrk to separate cores (they are pinned by default)",
+    )
+
+
+def wrk_cores(no_pin: bool) -> tuple[str | None, str | None]:
+    """The cores for the servers and for ``wrk`` as ``taskset`` takes them (None: not pinned,
+    see :func:`two_cores`); exits with status 2 when wrk is not installed."""
+    if shutil.which("wrk") is None:
+        print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
+        raise SystemExit(2)
+    cores = two_cores(no_pin)
+    return (str(cores[0]), str(cores[1])) if cores else (None, None)
+
+
+def launch(command: list[str], cpu: str | None) -> subprocess.Popen:
+    """A server process running ``command``, its output discarded, pinned to core ``cpu`` when
+    given."""
+    if cpu is not None:
+        command = ["taskset", "-c", cpu, *command]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wrk_rounds(
+    servers: Mapping[str, tuple[str, int]],
+    kind: str,
+    values: np.ndarray,
+    work: Path,
+    args: argparse.Namespace,
+    cpu: str | None,
+    labels: Mapping[str, str] | None = None,
+) -> dict[str, list[tuple[float, float | None]]]:
+    """Each server's (requests/s, server CPU microseconds per request) of every round, ``wrk``
+    (pinned to core ``cpu`` when given) sending the identity model ``kind`` requests of
+    ``values`` (see :func:`request_body`). ``servers``: name to the model's infer URL
+    and the server's pid. First each server's answer is checked and the server warmed up
+    (``args.warmup`` seconds); then come ``args.rounds`` rounds of one run of ``args.duration``
+    seconds per server, the order reversed every other round so that none always gets the
+    quieter moment, each run printed (after its ``labels`` entry, when given). A non-2xx
+    answer ends the benchmark."""
+    body, headers = request_body(kind, values)
+    script = work / f"{kind}.lua"
+    script.write_text(lua_script(body, headers))
+    for url, pid in servers.values():
+        check_response(url, body, headers, values)
+        run_wrk(url, script, args.warmup, args.connections, cpu, pid)
+    samples: dict[str, list[tuple[float, float | None]]] = {name: [] for name in servers}
+    names = list(servers)
+    for round_index in range(args.rounds):
+        for name in names if round_index % 2 == 0 else names[::-1]:
+            url, pid = servers[name]
+            rate, bad, per_request = run_wrk(url, script, args.duration, args.connections, cpu, pid)
+            if bad:
+                raise SystemExit(f"{name}/{kind}: {bad} non-2xx responses")
+            label = f" {labels[name]:16s}" if labels else ""
+            shown = f"{per_request:7.1f} us CPU/req" if per_request is not None else ""
+            print(
+                f"  round {round_index + 1} {kind:6s} ({name}){label} {rate:10.1f} req/s  {shown}"
+            )
+            samples[name].append((rate, per_request))
+    return samples
+
+
+def best_of(
+    samples: Mapping[str, list[tuple[float, float | None]]],
+) -> tuple[dict[str, float], dict[str, float]]:
+    """From :func:`wrk_rounds`' samples, each server's best requests/s, and its least CPU
+    microseconds per request where it has any."""
+    best = {name: max(rate for rate, _ in runs) for name, runs in samples.items()}
+    cpu = {}
+    for name, runs in samples.items():
+        costs = [cost for _, cost in runs if cost is not None]
+        if costs:
+            cpu[name] = min(costs)
+    return best, cpu
+
+
 async def keep_in_flight(
     submit: Callable[[], Awaitable[object]], in_flight: int, seconds: float
 ) -> tuple[int, float]:
@@ -220,6 +314,101 @@ def loop_threads(steps: list[Callable[[], int]], seconds: float) -> tuple[float,
     elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
     total = sum(counts)
     return total / elapsed, cpu / max(total, 1)
+
+
+@dataclass
+class Round:
+    """One side (served or bare) of a round of a backend benchmark."""
+
+    rate: float  # rows per second
+    cpu_per_row: float  # process CPU seconds per row
+    batch: float = 1.0  # mean rows per execution
+
+
+async def served_round(
+    server: Server, model: str, inputs: Mapping[str, np.ndarray], in_flight: int, seconds: float
+) -> Round:
+    """The served side: ``in_flight`` coroutines sending ``model`` the request of ``inputs``
+    (arrays by input name, all with the same rows) through ``api.infer`` back to back for
+    ``seconds``; the mean batch comes from the model's statistics."""
+    from nereid import InferenceRequest, Tensor
+
+    api = server.api
+    rows = len(next(iter(inputs.values())))
+    before = api.model_statistics(model)[0]
+
+    async def submit() -> None:
+        request = InferenceRequest(model, [Tensor(name, x) for name, x in inputs.items()])
+        await api.infer(request).single()
+
+    cpu = time.process_time()
+    done, elapsed = await keep_in_flight(submit, in_flight, seconds)
+    cpu = time.process_time() - cpu
+    await asyncio.sleep(0.01)  # the last executions' statistics
+    after = api.model_statistics(model)[0]
+    executions = after["execution_count"] - before["execution_count"]
+    inferences = after["inference_count"] - before["inference_count"]
+    done *= rows
+    return Round(done / elapsed, cpu / max(done, 1), inferences / max(executions, 1))
+
+
+async def alternating_rounds(
+    rounds: int, bare: Callable[[], Round], served: Callable[[], Awaitable[Round]]
+) -> list[tuple[Round, Round]]:
+    """(served, bare) of ``rounds`` rounds, each printed: the two sides back to back (the bare
+    one on a thread), which goes first alternating so that neither always gets the quieter
+    moment."""
+    pairs = []
+    for index in range(rounds):
+        if index % 2 == 0:
+            bare_side = await asyncio.to_thread(bare)
+            served_side = await served()
+        else:
+            served_side = await served()
+            bare_side = await asyncio.to_thread(bare)
+        pairs.append((served_side, bare_side))
+        _print_round(index, served_side, bare_side)
+    return pairs
+
+
+async def batched_rounds(
+    rounds: int, served: Callable[[], Awaitable[Round]], bare: Callable[[int], Round]
+) -> list[tuple[Round, Round]]:
+    """(served, bare) of ``rounds`` rounds, each printed: the served side, then ``bare(rows)``
+    on a thread, on batches of the size the server achieved."""
+    pairs = []
+    for index in range(rounds):
+        served_side = await served()
+        bare_side = await asyncio.to_thread(bare, max(1, round(served_side.batch)))
+        pairs.append((served_side, bare_side))
+        _print_round(index, served_side, bare_side)
+    return pairs
+
+
+def _print_round(index: int, served: Round, bare: Round) -> None:
+    print(
+        f"  round {index + 1}: served {served.rate:,.0f} rows/s (batch {served.batch:.1f}), "
+        f"bare {bare.rate:,.0f} rows/s (batch {bare.batch:.0f}): {served.rate / bare.rate:.2f}"
+    )
+
+
+def report(label: str, target: float, pairs: list[tuple[Round, Round]]) -> None:
+    """Best served over best bare (the figure asked for), and two checks on it: the median of
+    the rounds' own ratios, and bare CPU per row over served CPU per row (steady under load,
+    since CPU time counts only while a thread runs)."""
+    best_served = max(pairs, key=lambda pair: pair[0].rate)[0]
+    best_bare = max(pairs, key=lambda pair: pair[1].rate)[1]
+    ratios = [served.rate / bare.rate for served, bare in pairs]
+    cpu = [bare.cpu_per_row / served.cpu_per_row for served, bare in pairs]
+    bare_us = statistics.median(bare.cpu_per_row for _, bare in pairs) * 1e6
+    served_us = statistics.median(served.cpu_per_row for served, _ in pairs) * 1e6
+    print(
+        f"{label}: served {best_served.rate:,.0f} rows/s (batch {best_served.batch:.1f}) / bare "
+        f"{best_bare.rate:,.0f} rows/s = {best_served.rate / best_bare.rate:.3f}  "
+        f"(target >= {target})\n"
+        f"    median of the rounds' ratios {statistics.median(ratios):.3f}; CPU per row, bare / "
+        f"served: {statistics.median(cpu):.3f} ({bare_us:.0f} vs {served_us:.0f} us)"
+    )
 
 
 def save_mlp_onnx(path: Path, sizes: tuple[int, ...]) -> None:

@@ -120,24 +120,12 @@ def _traces_in(path: Path) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--duration", type=int, default=3, help="seconds per measurement")
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--warmup", type=int, default=1)
+    support.add_wrk_options(parser, rounds=8, duration=3)
     parser.add_argument("--kind", choices=("binary", "json"), default="binary")
     parser.add_argument("--rate", type=int, default=1000, help="trace one request in RATE")
     parser.add_argument("--no-otel", action="store_true", help="leave out (d) opentelemetry")
-    parser.add_argument(
-        "--no-pin",
-        action="store_true",
-        help="do not pin the servers and wrk to separate cores (they are pinned by default)",
-    )
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
-        return 2
-    cores = support.two_cores(args.no_pin)
-    server_cpu, wrk_cpu = (str(cores[0]), str(cores[1])) if cores else (None, None)
+    server_cpu, wrk_cpu = support.wrk_cores(args.no_pin)
 
     work = Path(tempfile.mkdtemp(prefix="nereid-bench-"))
     processes: list[subprocess.Popen] = []
@@ -172,44 +160,14 @@ def main() -> int:
             command = support.http_serve_command(
                 work / "models", "nereid-http,nereid-tracing", port
             )
-            command += flags
-            if server_cpu is not None:
-                command = ["taskset", "-c", server_cpu, *command]
-            process = subprocess.Popen(
-                command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
+            process = support.launch([*command, *flags], server_cpu)
             processes.append(process)
             support.wait_ready(port, process)
             servers[name] = (f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer", process.pid)
 
-        body, headers = support.request_body(args.kind, VALUES)
-        script = work / f"{args.kind}.lua"
-        script.write_text(support.lua_script(body, headers))
-        for url, pid in servers.values():
-            support.check_response(url, body, headers, VALUES)
-            support.run_wrk(url, script, args.warmup, args.connections, wrk_cpu, pid)
-        best: dict[str, float] = {}
-        cpu: dict[str, float] = {}
-        samples: dict[str, list[tuple[float, float | None]]] = {name: [] for name in servers}
+        samples = support.wrk_rounds(servers, args.kind, VALUES, work, args, wrk_cpu, labels)
+        best, cpu = support.best_of(samples)
         names = list(servers)
-        for round_index in range(args.rounds):
-            order = names if round_index % 2 == 0 else names[::-1]
-            for name in order:
-                url, pid = servers[name]
-                rate, bad, per_request = support.run_wrk(
-                    url, script, args.duration, args.connections, wrk_cpu, pid
-                )
-                if bad:
-                    raise SystemExit(f"{name}: {bad} non-2xx responses")
-                shown = f"{per_request:7.1f} us CPU/req" if per_request is not None else ""
-                print(
-                    f"  round {round_index + 1} ({name}) {labels[name]:16s} {rate:10.1f} req/s"
-                    f"  {shown}"
-                )
-                best[name] = max(best.get(name, 0.0), rate)
-                samples[name].append((rate, per_request))
-                if per_request is not None:
-                    cpu[name] = min(cpu.get(name, float("inf")), per_request)
 
         print()
         print(

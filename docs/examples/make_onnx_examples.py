@@ -21,10 +21,9 @@ from onnx import TensorProto, helper
 
 REPOSITORY = Path(__file__).resolve().parent / "model_repository"
 
-SIMPLE_CONFIG = """\
-# Triton's "simple" model as ONNX (made by docs/examples/make_onnx_examples.py), served by the
-# nereid-onnxruntime plugin: OUTPUT0 = INPUT0 + INPUT1, OUTPUT1 = INPUT0 - INPUT1.
-platform: "onnxruntime_onnx"
+# The simple model's interface and instances, in its ONNX config here and in its OpenVINO config
+# (make_openvino_examples.py converts the same graph).
+SIMPLE_BODY = """\
 max_batch_size: 8
 input [
   { name: "INPUT0" data_type: TYPE_INT32 dims: [ 16 ] },
@@ -37,8 +36,18 @@ output [
 instance_group [ { kind: KIND_CPU count: 1 } ]
 """
 
+SIMPLE_CONFIG = (
+    """\
+# Triton's "simple" model as ONNX (made by docs/examples/make_onnx_examples.py), served by the
+# nereid-onnxruntime plugin: OUTPUT0 = INPUT0 + INPUT1, OUTPUT1 = INPUT0 - INPUT1.
+platform: "onnxruntime_onnx"
+"""
+    + SIMPLE_BODY
+)
 
-def _save(model: onnx.ModelProto, path: Path) -> None:
+
+def save(model: onnx.ModelProto, path: Path) -> None:
+    """Check ``model`` and write it to ``path``, loadable by older runtimes."""
     model.ir_version = 8  # loadable by onnxruntime 1.14 and later
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,9 +81,9 @@ def identity_string() -> onnx.ModelProto:
 
 
 def main() -> None:
-    _save(simple(), REPOSITORY / "simple_onnx" / "1" / "model.onnx")
+    save(simple(), REPOSITORY / "simple_onnx" / "1" / "model.onnx")
     (REPOSITORY / "simple_onnx" / "config.pbtxt").write_text(SIMPLE_CONFIG)
-    _save(identity_string(), REPOSITORY / "identity_string_onnx" / "1" / "model.onnx")
+    save(identity_string(), REPOSITORY / "identity_string_onnx" / "1" / "model.onnx")
     for name in ("simple_onnx", "identity_string_onnx"):
         size = (REPOSITORY / name / "1" / "model.onnx").stat().st_size
         print(f"wrote {REPOSITORY / name} (model.onnx: {size} bytes)")
