@@ -3,6 +3,7 @@ auto-complete without config.pbtxt, reshaping the batch dimension, and configura
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 from pathlib import Path
 
@@ -144,3 +145,45 @@ async def test_contradicting_config_fails(start_server, model_repository, config
     assert not server.api.model_ready("bad")
     index = {m["name"]: m for m in server.api.repository_index()}
     assert message in index["bad"]["reason"], index["bad"]["reason"]
+
+
+def _pipelined_config(infer_requests: int) -> str:
+    """One instance with ``infer_requests`` infer requests."""
+    value = f'value: {{ string_value: "{infer_requests}" }}'
+    return MLP_CONFIG.replace("count: 2", "count: 1") + (
+        f'parameters {{ key: "NUM_INFER_REQUESTS" {value} }}\n'
+    )
+
+
+async def test_batches_in_flight_on_several_infer_requests_get_their_own_answers(
+    start_server, model_repository
+):
+    model_repository.add("mlp", _pipelined_config(3), versions={1: mlp_files()})
+    server = await start_server()
+    inputs = [_x(1 + index % 3, seed=index) for index in range(24)]
+    answers = await asyncio.gather(*(_infer(server, "mlp", {"X": x}) for x in inputs))
+    for x, answer in zip(inputs, answers, strict=True):
+        np.testing.assert_allclose(answer.as_numpy("Y"), mlp_reference(x), rtol=1e-4, atol=1e-5)
+
+
+def test_an_instance_answers_a_batch_when_it_needs_the_infer_request_or_goes_idle(tmp_path):
+    from nereid.backend import BackendContext, InstanceSpec
+    from nereid.config import parse_pbtxt
+    from nereid_openvino.backend import OpenVINOBackend
+
+    for name, data in mlp_files().items():
+        (tmp_path / name).write_bytes(data)
+    config = parse_pbtxt('name: "mlp"\n' + _pipelined_config(2))
+    model = OpenVINOBackend(BackendContext("openvino", {}, None)).create_model(config, tmp_path)
+    model.complete_config(config)
+    instance = model.create_instance(InstanceSpec("mlp_0", config.instance_group[0], 0))
+    batches = [[make_request("mlp", {"X": _x(2, seed=n)})] for n in range(3)]
+    instance.execute(batches[0])
+    instance.execute(batches[1])  # both infer requests busy: nothing answered yet
+    assert not any(request.final_sent for batch in batches for request in batch)
+    instance.execute(batches[2])  # needs an infer request: the oldest batch is answered first
+    assert [batch[0].final_sent for batch in batches] == [True, False, False]
+    instance.flush()
+    assert all(batch[0].final_sent for batch in batches)
+    instance.finalize()
+    model.finalize()

@@ -25,6 +25,7 @@ def test_defaults_split_the_cores_among_the_instances():
         "INFERENCE_NUM_THREADS": "12",
         "INFERENCE_PRECISION_HINT": "f32",
     }
+    assert plan.infer_requests == 2  # the next batch starts while one computes
 
 
 def test_parameters_are_passed_on():
@@ -35,6 +36,7 @@ def test_parameters_are_passed_on():
         + _param("HINT_BF16", "YES")
         + _param("ENABLE_CPU_PINNING", "no")
         + _param("RESHAPE_IO_LAYERS", "yes")
+        + _param("NUM_INFER_REQUESTS", "3")
     )
     plan = compile_plan(config, cpu_count=2)
     assert plan.properties == {
@@ -45,6 +47,7 @@ def test_parameters_are_passed_on():
         "ENABLE_CPU_PINNING": "NO",
     }
     assert plan.reshape_io_layers and not plan.skip_dynamic_batch
+    assert plan.infer_requests == 3
 
 
 def test_a_hint_alone_lets_openvino_choose_the_streams():
@@ -66,6 +69,7 @@ def test_devices():
         ("NUM_STREAMS", "0", "parameter 'NUM_STREAMS': expected an integer >= 1"),
         ("INFERENCE_NUM_THREADS", "many", "expected an integer >= 0, got 'many'"),
         ("RESHAPE_IO_LAYERS", "maybe", "expected YES or NO, got 'maybe'"),
+        ("NUM_INFER_REQUESTS", "0", "parameter 'NUM_INFER_REQUESTS': expected an integer >= 1"),
     ],
 )
 def test_bad_parameters(key, value, message):

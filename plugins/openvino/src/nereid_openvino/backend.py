@@ -8,16 +8,21 @@ model is read once, reshaped for a dynamic batch dimension when the configuratio
 compiled once per device; the instances on a device share the compiled model and each runs its
 own infer request on its own kernel thread (OpenVINO releases the GIL while it infers).
 
-Each instance calls ``InferRequest.infer`` synchronously: the kernel never gives one instance
-two batches at once, so an asynchronous request would have nothing to overlap with (see
-``docs/openvino.md`` for the measurement).
+Each instance has two infer requests (``NUM_INFER_REQUESTS``) and runs them asynchronously:
+``execute`` starts a batch and returns, the instance takes its next batch while OpenVINO's stream
+still computes, and answers a batch when it needs its infer request again or, at the latest, in
+``flush`` when it goes idle (the kernel's contract for instances that answer late). OpenVINO
+computes on its own stream threads, so without this the stream idles while the instance thread
+gathers, answers and pulls (see ``docs/openvino.md`` for the measurement).
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -267,8 +272,20 @@ class OpenVINOModel(Model):
             self._ov_model = None
 
 
+@dataclass
+class _Running:
+    """A batch on an infer request: what its answer needs, and the inputs OpenVINO reads from
+    (shared, so they must live until the request completes)."""
+
+    infer_request: Any
+    requests: list[InferenceRequest]
+    feeds: dict[Any, np.ndarray]
+    rows: int
+
+
 class OpenVINOInstance(ModelInstance):
-    """One infer request on the shared compiled model: gather, infer, scatter."""
+    """Infer requests on the shared compiled model, ``plan.infer_requests`` of them: gather,
+    start, and answer each batch when its request completes (see the module docstring)."""
 
     def __init__(self, model: OpenVINOModel, compiled: Any, plan: CompilePlan, spec: InstanceSpec):
         config = model.config
@@ -277,7 +294,8 @@ class OpenVINOInstance(ModelInstance):
         self.name = spec.name
         self.model = model
         self.device = plan.device
-        self.request = compiled.create_infer_request()
+        self.free = [compiled.create_infer_request() for _ in range(plan.infer_requests)]
+        self.running: collections.deque[_Running] = collections.deque()
         self.batched = config.max_batch_size > 0
         self.max_batch_size = config.max_batch_size
         self.static_batch = self.batched and plan.skip_dynamic_batch
@@ -309,19 +327,46 @@ class OpenVINOInstance(ModelInstance):
             elif pad:
                 array = np.concatenate([array, np.zeros((pad, *array.shape[1:]), array.dtype)])
             feeds[self.inputs[name]] = np.ascontiguousarray(array)
+        if not self.free:
+            self._answer_oldest()
+        infer_request = self.free.pop()
         try:
-            results = self.request.infer(feeds, share_inputs=True)
+            infer_request.start_async(feeds, share_inputs=True)
         except Exception as exc:
-            raise InternalError(f"model '{self.model.name}': openvino: {exc}") from None
+            self.free.append(infer_request)
+            raise self._failure(exc) from None
+        self.running.append(_Running(infer_request, requests, feeds, rows))
+
+    def flush(self) -> None:
+        """Answer every batch still running (the runner calls this before going idle)."""
+        while self.running:
+            self._answer_oldest()
+
+    def _answer_oldest(self) -> None:
+        done = self.running.popleft()
+        infer_request, requests = done.infer_request, done.requests
+        try:
+            infer_request.wait()
+            results = infer_request.results  # copies: the request's tensors are reused
+        except Exception as exc:
+            error = self._failure(exc)
+            for request in requests:
+                request.fail(error)
+            return
+        finally:
+            self.free.append(infer_request)
         outputs: dict[str, np.ndarray] = {}
         for name in self._wanted(requests):
             array = results[self.outputs[name]]
             if name in self.scalar_outputs:
                 array = array.reshape((1,))
-            elif pad:
-                array = array[:rows]
+            elif self.static_batch:
+                array = array[: done.rows]
             outputs[name] = array
         scatter_outputs(requests, outputs, self.datatypes, batched=self.batched)
+
+    def _failure(self, exc: Exception) -> InternalError:
+        return InternalError(f"model '{self.model.name}': openvino: {exc}")
 
     def _wanted(self, requests: Sequence[InferenceRequest]) -> list[str]:
         """Only the outputs some request asks for (all of them when one asks for none)."""
@@ -333,8 +378,9 @@ class OpenVINOInstance(ModelInstance):
         return [name for name in self.outputs if name in asked]
 
     def finalize(self) -> None:
-        if self.request is not None:
-            self.request = None
+        self.flush()
+        if self.free:
+            self.free.clear()
             self.model.release(self.device)
 
 

@@ -13,6 +13,8 @@ Model ``parameters`` (string values, Triton's names):
 - ``RESHAPE_IO_LAYERS``: ``YES`` reshapes the model's inputs to the configuration's dims.
 - ``SKIP_OV_DYNAMIC_BATCHSIZE``: ``YES`` keeps the batch dimension static, at
   ``max_batch_size``; then ``ENABLE_BATCH_PADDING`` ``YES`` pads smaller batches with zeros.
+- ``NUM_INFER_REQUESTS`` (Nereid's own): infer requests per instance (>= 1, default 2), so that
+  an instance starts its next batch while OpenVINO still computes the one before.
 
 Defaults (Nereid's, where Triton leaves OpenVINO's): the instances of a model on one device share
 one compiled model and each runs its own infer request, so without a hint or ``NUM_STREAMS`` the
@@ -31,6 +33,7 @@ from nereid.config import ConfigError, ModelConfig, boolean_word
 from nereid.config.model_config_pb2 import ModelInstanceGroup
 
 HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
+DEFAULT_INFER_REQUESTS = 2
 
 
 @dataclass
@@ -43,6 +46,7 @@ class CompilePlan:
     reshape_io_layers: bool = False
     skip_dynamic_batch: bool = False
     batch_padding: bool = False
+    infer_requests: int = DEFAULT_INFER_REQUESTS
 
 
 def parameter(config: ModelConfig, key: str) -> str | None:
@@ -164,4 +168,7 @@ def compile_plan(
     plan.reshape_io_layers = bool(bool_parameter(config, "RESHAPE_IO_LAYERS"))
     plan.skip_dynamic_batch = bool(bool_parameter(config, "SKIP_OV_DYNAMIC_BATCHSIZE"))
     plan.batch_padding = bool(bool_parameter(config, "ENABLE_BATCH_PADDING"))
+    requests = int_parameter(config, "NUM_INFER_REQUESTS", minimum=1)
+    if requests:
+        plan.infer_requests = requests
     return plan
