@@ -187,3 +187,17 @@ def test_an_instance_answers_a_batch_when_it_needs_the_infer_request_or_goes_idl
     assert all(batch[0].final_sent for batch in batches)
     instance.finalize()
     model.finalize()
+
+
+async def test_warmup_is_answered_before_the_model_is_ready(start_server, model_repository):
+    warmup = f"""
+    model_warmup [ {{ name: "zeros" batch_size: 2 count: 3
+      inputs {{ key: "X" value: {{ data_type: TYPE_FP32 dims: [ {MLP_SIZES[0]} ] zero_data: true }} }}
+    }} ]
+    """
+    model_repository.add("mlp", MLP_CONFIG + warmup, versions={1: mlp_files()})
+    server = await asyncio.wait_for(start_server(), 30)
+    assert server.api.model_ready("mlp")
+    x = _x(2)
+    got = (await _infer(server, "mlp", {"X": x})).as_numpy("Y")
+    np.testing.assert_allclose(got, mlp_reference(x), rtol=1e-4, atol=1e-5)

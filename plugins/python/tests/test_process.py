@@ -376,3 +376,22 @@ async def test_log_records_cross_with_their_traceback(start_server, model_reposi
     assert record.process != os.getpid()  # written in the model process
     assert record.filename == "runner.py"
     assert "Traceback" in caplog.text and "ValueError: bad value" in caplog.text
+
+
+@pytest.mark.parametrize("execution_mode", ["process"])
+async def test_warmup_is_answered_before_the_model_is_ready(start_server, model_repository):
+    warmup = """
+    model_warmup [ { name: "zeros" batch_size: 1 count: 2
+      inputs { key: "INPUT0" value: { data_type: TYPE_FP32 dims: [ 4 ] zero_data: true } }
+      inputs { key: "INPUT1" value: { data_type: TYPE_FP32 dims: [ 4 ] zero_data: true } } } ]
+    """
+    model_repository.add(
+        "add_sub", add_sub_config(extra=warmup), versions={1: {"model.py": ADD_SUB_SOURCE}}
+    )
+    server = await asyncio.wait_for(start_server(), 30)
+    assert server.api.model_ready("add_sub")
+    ones = np.ones(4, np.float32)
+    response = await server.api.infer(
+        make_request("add_sub", {"INPUT0": ones, "INPUT1": ones})
+    ).single()
+    np.testing.assert_array_equal(response.as_numpy("OUTPUT0"), 2 * ones)

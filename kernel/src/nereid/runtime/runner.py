@@ -142,7 +142,11 @@ class InstanceRunner:
             batch = poll(handle)
             if batch is None:
                 break
-        if self._flush is not None:  # going idle: answer what the instance holds back
+        self._answer_held()  # going idle
+
+    def _answer_held(self) -> None:
+        """Have an instance that answers late (``flush``) answer what it still holds."""
+        if self._flush is not None:
             try:
                 self._flush()
             except Exception:
@@ -159,8 +163,14 @@ class InstanceRunner:
         self.scheduler.batch_done(self.handle, batch)
 
     async def run_batch(self, batch: list[InferenceRequest]) -> tuple[int, int]:
-        """Execute a batch on this instance's thread; returns its start and end times."""
-        return await self._on_thread(self._execute, batch)
+        """Execute a batch on this instance's thread and have it answered (warmup: outside the
+        pull loop); returns its start and end times."""
+        return await self._on_thread(self._execute_answered, batch)
+
+    def _execute_answered(self, batch: list[InferenceRequest]) -> tuple[int, int]:
+        times = self._execute(batch)
+        self._answer_held()
+        return times
 
     def _execute(self, batch: list[InferenceRequest]) -> tuple[int, int]:
         """On the instance thread: run the batch; whatever goes wrong fails only this batch."""
