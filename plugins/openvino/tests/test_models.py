@@ -190,10 +190,10 @@ def test_an_instance_answers_a_batch_when_it_needs_the_infer_request_or_goes_idl
 
 
 async def test_warmup_is_answered_before_the_model_is_ready(start_server, model_repository):
+    zeros = f"data_type: TYPE_FP32 dims: [ {MLP_SIZES[0]} ] zero_data: true"
     warmup = f"""
     model_warmup [ {{ name: "zeros" batch_size: 2 count: 3
-      inputs {{ key: "X" value: {{ data_type: TYPE_FP32 dims: [ {MLP_SIZES[0]} ] zero_data: true }} }}
-    }} ]
+      inputs {{ key: "X" value: {{ {zeros} }} }} }} ]
     """
     model_repository.add("mlp", MLP_CONFIG + warmup, versions={1: mlp_files()})
     server = await asyncio.wait_for(start_server(), 30)
