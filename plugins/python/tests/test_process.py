@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from nereid.errors import ErrorKind, NereidError
 from nereid.inprocess import InProcessServer
-from nereid.testing import ModelRepositoryBuilder, make_request
+from nereid.testing import ModelRepositoryBuilder, make_request, wait_until
 from python_backend_models import (
     ADD_SUB_SOURCE,
     BUSY_CONFIG,
@@ -395,3 +395,22 @@ async def test_warmup_is_answered_before_the_model_is_ready(start_server, model_
         make_request("add_sub", {"INPUT0": ones, "INPUT1": ones})
     ).single()
     np.testing.assert_array_equal(response.as_numpy("OUTPUT0"), 2 * ones)
+
+
+@pytest.mark.parametrize("execution_mode", ["process"])
+async def test_compute_statistics_cover_the_model_process_run(start_server, model_repository):
+    """Batches are answered after execute returns; their compute time ends at their answer."""
+    model_repository.add("busy", BUSY_CONFIG % 1, versions={1: {"model.py": BUSY_SOURCE}})
+    server = await start_server()
+    request = {"N": np.array([300_000], np.int64)}
+    streams = [server.api.infer(make_request("busy", request)) for _ in range(3)]
+    responses = await asyncio.gather(*(s.single() for s in streams))
+    ran_ns = sum((r.as_numpy("END")[0] - r.as_numpy("START")[0]) * 1e9 for r in responses)
+    # Statistics may follow the last answer by a hand-off.
+    await wait_until(lambda: server.api.model_statistics("busy")[0]["execution_count"] == 3)
+    stats = server.api.model_statistics("busy")[0]
+    infer = stats["inference_stats"]
+    assert stats["execution_count"] == infer["compute_infer"]["count"] == 3
+    computed = sum(infer[key]["ns"] for key in ("compute_input", "compute_infer", "compute_output"))
+    assert computed >= ran_ns
+    assert infer["success"]["ns"] >= computed

@@ -8,6 +8,7 @@ loop never blocks on model code. The thread answers through the loop's mailbox.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import queue
 import threading
@@ -71,6 +72,10 @@ class InstanceRunner:
         self._mailbox: LoopMailbox | None = None
         # An instance that may answer a batch after its execute returns (see ModelInstance).
         self._flush: Callable[[], None] | None = getattr(handle.instance, "flush", None)
+        # Its batches executed and not yet all answered, oldest first: (requests, start ns).
+        self._unanswered: collections.deque[tuple[list[InferenceRequest], int]] = (
+            collections.deque()
+        )
 
     def start(self) -> None:
         """Start the instance thread and the pull loop (on the event loop)."""
@@ -132,7 +137,12 @@ class InstanceRunner:
                     held = mailbox.hold()
                     try:
                         start_ns, end_ns = self._execute(live)
-                        held.insert(0, (self._finished, (batch, live, start_ns, end_ns)))
+                        if self._flush is None:
+                            held.insert(0, (self._finished, (batch, live, start_ns, end_ns)))
+                        else:  # its statistics wait for its answers
+                            held.insert(0, (self.scheduler.batch_done, (handle, batch)))
+                            self._unanswered.append((live, start_ns))
+                            self._record_answered()
                     finally:
                         mailbox.release()
             else:
@@ -145,22 +155,43 @@ class InstanceRunner:
         self._answer_held()  # going idle
 
     def _answer_held(self) -> None:
-        """Have an instance that answers late (``flush``) answer what it still holds."""
-        if self._flush is not None:
-            try:
-                self._flush()
-            except Exception:
-                log.exception("model instance %s failed to flush", self.handle.name)
+        """Have an instance that answers late (``flush``) answer what it still holds. Its
+        answers leave as they come; their statistics follow once it is done."""
+        if self._flush is None:
+            return
+        try:
+            self._flush()
+        except Exception:
+            log.exception("model instance %s failed to flush", self.handle.name)
+        self._record_answered()
+
+    def _record_answered(self) -> None:
+        """On the instance thread: post the statistics of the oldest executed batches that are
+        answered by now, their compute ending when their outputs were made (when the instance
+        stamped it; else now)."""
+        unanswered = self._unanswered
+        while unanswered and all(request.final_sent for request in unanswered[0][0]):
+            live, start = unanswered.popleft()
+            end = max(request.compute_output_start_ns for request in live)
+            if end < start:
+                end = time.monotonic_ns()
+            for request in live:
+                request.compute_end_ns = end
+            self._mailbox.post(self._executed, live, start, end)
 
     def _finished(
         self, batch: list[InferenceRequest], live: list[InferenceRequest], start: int, end: int
     ) -> None:
         """On the loop: statistics, observers and the scheduler's completion notice."""
+        self._executed(live, start, end)
+        self.scheduler.batch_done(self.handle, batch)
+
+    def _executed(self, live: list[InferenceRequest], start: int, end: int) -> None:
+        """On the loop: an executed batch's statistics and observers."""
         self.statistics.record_batch(live, start, end)
         observers = self.observers
         if observers.on_execution_end:
             observers.notify(observers.on_execution_end, self.handle.name, live)
-        self.scheduler.batch_done(self.handle, batch)
 
     async def run_batch(self, batch: list[InferenceRequest]) -> tuple[int, int]:
         """Execute a batch on this instance's thread and have it answered (warmup: outside the
