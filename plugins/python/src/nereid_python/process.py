@@ -392,7 +392,7 @@ class WorkerProcess:
             entry = pending.pop(rid, None)
             if entry is not None:
                 request = entry[0]
-                request.compute_output_start_ns = request.compute_end_ns = now
+                request.compute_output_start_ns = now
                 self._deliver(request, final, payload)
         for entry in batch:  # a request the reply left unanswered (should not happen)
             if pending.pop(entry[5], None) is not None:
