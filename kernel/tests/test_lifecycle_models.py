@@ -178,9 +178,10 @@ async def test_no_version_allowed_is_an_error(start_server, model_repository, pl
 async def test_policy_change_by_poll(start_server, model_repository, plugin):
     model_repository.add("m", RECORDER + "version_policy { all { } }", versions={1: {}, 2: {}})
     server = await start_server(plugins=[plugin], model_control_mode="poll", repository_poll_secs=0)
+    assert (await infer(server, "m")).model_version == "2"  # the route is cached...
     model_repository.add("m", RECORDER + "version_policy { specific { versions: [ 1 ] } }")
     await server.repository.poll_once()
-    assert (await infer(server, "m")).model_version == "1"
+    assert (await infer(server, "m")).model_version == "1"  # ...until the versions change
 
 
 # -- warmup ---------------------------------------------------------------------------------------

@@ -63,6 +63,30 @@ class VersionSlot:
     source_dir: Path | None = None  # the private folder of a model loaded from API payloads
 
 
+class VersionTable(dict[int, VersionSlot]):
+    """A model's versions by number. Every change moves :attr:`generation` on, and with it
+    the routes :meth:`RepositoryManager.get` caches (a route is the version a request for a
+    name goes to, which only a change of some model's versions can move)."""
+
+    generation = 0
+
+    def __setitem__(self, version: int, slot: VersionSlot) -> None:
+        super().__setitem__(version, slot)
+        VersionTable.generation += 1
+
+    def __delitem__(self, version: int) -> None:
+        super().__delitem__(version)
+        VersionTable.generation += 1
+
+    def pop(self, *args: Any) -> Any:
+        VersionTable.generation += 1
+        return super().pop(*args)
+
+    def clear(self) -> None:
+        super().clear()
+        VersionTable.generation += 1
+
+
 @dataclass(eq=False)
 class ModelEntry:
     """A model the manager knows: its versions, and what they were loaded from."""
@@ -70,7 +94,7 @@ class ModelEntry:
     name: str
     namespace: str = ""
     store: RepositoryStore | None = None
-    versions: dict[int, VersionSlot] = field(default_factory=dict)
+    versions: VersionTable = field(default_factory=VersionTable)
     # The model as a whole, for a failure before any version was reached (a bad config).
     state: ModelState = ModelState.UNKNOWN
     reason: str = ""
@@ -159,6 +183,8 @@ class RepositoryManager:
         self.stores = stores
         self.models: dict[ModelKey, ModelEntry] = {}
         self._by_name: dict[str, list[ModelEntry]] = {}
+        # (name, version asked for) -> (VersionTable.generation, the version it went to)
+        self._routes: dict[tuple[str, int], tuple[int, LoadedModel]] = {}
         options = server.options
         self.mode = options.model_control_mode
         self.namespacing = bool(options.model_namespacing)
@@ -178,8 +204,10 @@ class RepositoryManager:
     def _add(self, entry: ModelEntry) -> None:
         self.models[entry.key] = entry
         self._by_name.setdefault(entry.name, []).append(entry)
+        VersionTable.generation += 1
 
     def _remove(self, entry: ModelEntry) -> None:
+        VersionTable.generation += 1
         del self.models[entry.key]
         named = self._by_name[entry.name]
         named.remove(entry)
@@ -199,7 +227,16 @@ class RepositoryManager:
 
     def get(self, name: str, version: int = -1) -> LoadedModel:
         """The READY model version a request for ``name`` goes to: the version asked for, or
-        the highest READY one for ``-1``. An ensemble is unavailable while a step model is."""
+        the highest READY one for ``-1``. An ensemble is unavailable while a step model is.
+        Found once per change of the versions (see :class:`VersionTable`)."""
+        route = self._routes.get((name, version))
+        if route is not None and route[0] == VersionTable.generation:
+            return route[1]
+        loaded = self._route(name, version)
+        self._routes[(name, version)] = (VersionTable.generation, loaded)
+        return loaded
+
+    def _route(self, name: str, version: int) -> LoadedModel:
         entry = self._lookup(name)
         if version == -1:
             slot, highest = None, -1
@@ -905,6 +942,7 @@ class RepositoryManager:
             entry.config_key = plan.config_key
             entry.shared_fingerprint = plan.shared_fingerprint
             entry.dependencies = tuple(plan.dependencies)
+            VersionTable.generation += 1
             if not errors or ready:
                 entry.instance_groups = plan.instance_groups
         hook = self.server.plugins.hook
