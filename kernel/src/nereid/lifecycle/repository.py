@@ -229,11 +229,12 @@ class RepositoryManager:
         """The READY model version a request for ``name`` goes to: the version asked for, or
         the highest READY one for ``-1``. An ensemble is unavailable while a step model is.
         Found once per change of the versions (see :class:`VersionTable`)."""
+        generation = VersionTable.generation  # read first: a change meanwhile voids the route
         route = self._routes.get((name, version))
-        if route is not None and route[0] == VersionTable.generation:
+        if route is not None and route[0] == generation:
             return route[1]
         loaded = self._route(name, version)
-        self._routes[(name, version)] = (VersionTable.generation, loaded)
+        self._routes[(name, version)] = (generation, loaded)
         return loaded
 
     def _route(self, name: str, version: int) -> LoadedModel:
