@@ -264,6 +264,8 @@ class InferenceService:
             observers.notify(observers.on_response, request, response)
         if not response.final:
             return
+        if request.late_batch is not None:
+            request.late_batch.answered()
         if request.compute_start_ns == 0:
             stats.add_queued(-1)  # answered (cancelled) without being executed
         model.request_finished()

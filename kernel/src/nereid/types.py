@@ -405,6 +405,7 @@ class InferenceRequest:
         "flags",
         "id",
         "inputs",
+        "late_batch",
         "model_name",
         "model_version",
         "parameters",
@@ -463,6 +464,8 @@ class InferenceRequest:
         self._cancel_callbacks: list[Callable[[], None]] | None = None
         self.arrival_ns = self.queue_start_ns = self.compute_start_ns = 0
         self.compute_input_end_ns = self.compute_output_start_ns = self.compute_end_ns = 0
+        # Set by the runner for an instance that answers after execute returns (see runner).
+        self.late_batch: Any = None
 
     # -- answering -------------------------------------------------------------------------
 

@@ -8,7 +8,6 @@ loop never blocks on model code. The thread answers through the loop's mailbox.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import queue
 import threading
@@ -72,10 +71,6 @@ class InstanceRunner:
         self._mailbox: LoopMailbox | None = None
         # An instance that may answer a batch after its execute returns (see ModelInstance).
         self._flush: Callable[[], None] | None = getattr(handle.instance, "flush", None)
-        # Its batches executed and not yet all answered, oldest first: (requests, start ns).
-        self._unanswered: collections.deque[tuple[list[InferenceRequest], int]] = (
-            collections.deque()
-        )
 
     def start(self) -> None:
         """Start the instance thread and the pull loop (on the event loop)."""
@@ -136,13 +131,15 @@ class InstanceRunner:
                 else:  # the batch's responses reach the loop together with its statistics
                     held = mailbox.hold()
                     try:
-                        start_ns, end_ns = self._execute(live)
                         if self._flush is None:
+                            start_ns, end_ns = self._execute(live)
                             held.insert(0, (self._finished, (batch, live, start_ns, end_ns)))
                         else:  # its statistics wait for its answers
+                            late = LateBatch(self, live)
+                            for request in live:
+                                request.late_batch = late
+                            self._execute(live)
                             held.insert(0, (self.scheduler.batch_done, (handle, batch)))
-                            self._unanswered.append((live, start_ns))
-                            self._record_answered()
                     finally:
                         mailbox.release()
             else:
@@ -155,29 +152,12 @@ class InstanceRunner:
         self._answer_held()  # going idle
 
     def _answer_held(self) -> None:
-        """Have an instance that answers late (``flush``) answer what it still holds. Its
-        answers leave as they come; their statistics follow once it is done."""
-        if self._flush is None:
-            return
-        try:
-            self._flush()
-        except Exception:
-            log.exception("model instance %s failed to flush", self.handle.name)
-        self._record_answered()
-
-    def _record_answered(self) -> None:
-        """On the instance thread: post the statistics of the oldest executed batches that are
-        answered by now, their compute ending when their outputs were made (when the instance
-        stamped it; else now)."""
-        unanswered = self._unanswered
-        while unanswered and all(request.final_sent for request in unanswered[0][0]):
-            live, start = unanswered.popleft()
-            end = max(request.compute_output_start_ns for request in live)
-            if end < start:
-                end = time.monotonic_ns()
-            for request in live:
-                request.compute_end_ns = end
-            self._mailbox.post(self._executed, live, start, end)
+        """Have an instance that answers late (``flush``) answer what it still holds."""
+        if self._flush is not None:
+            try:
+                self._flush()
+            except Exception:
+                log.exception("model instance %s failed to flush", self.handle.name)
 
     def _finished(
         self, batch: list[InferenceRequest], live: list[InferenceRequest], start: int, end: int
@@ -240,6 +220,30 @@ class InstanceRunner:
         except Exception:
             log.exception("finalizing instance %s failed", self.handle.name)
         self._inbox.put(None)
+
+
+class LateBatch:
+    """A batch of an instance that answers after ``execute`` returns. Its statistics and
+    observers wait for its last answer: the loop calls :meth:`answered` for each final
+    response, before the response reaches its client, so its compute time covers the run."""
+
+    __slots__ = ("live", "runner", "unanswered")
+
+    def __init__(self, runner: InstanceRunner, live: list[InferenceRequest]) -> None:
+        self.runner = runner
+        self.live = live
+        self.unanswered = len(live)
+
+    def answered(self) -> None:
+        self.unanswered -= 1
+        if self.unanswered:
+            return
+        live = self.live
+        end = time.monotonic_ns()
+        for request in live:
+            request.compute_end_ns = end
+            request.late_batch = None  # no cycle keeps the requests' tensors alive
+        self.runner._executed(live, live[0].compute_start_ns, end)
 
 
 def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
