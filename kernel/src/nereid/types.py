@@ -439,7 +439,8 @@ class InferenceRequest:
         self.model_name = model_name
         self.model_version = model_version
         self.id = id
-        if isinstance(inputs, Mapping):
+        # A list (the usual case) is told from a Mapping without the slower ABC check.
+        if type(inputs) is not list and isinstance(inputs, Mapping):
             self.inputs: dict[str, Tensor] = dict(inputs)
         else:
             self.inputs = {tensor.name: tensor for tensor in inputs}
