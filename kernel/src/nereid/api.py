@@ -227,8 +227,6 @@ class InferenceService:
     def _transform(
         self, model: LoadedModel, request: InferenceRequest
     ) -> Callable[[InferenceResponse], InferenceResponse] | None:
-        if _asks_for_every_output_as_made(model, request):
-            return None
         shaping = response_transform(model, request)
         shm_outputs = {
             o.name: o.parameters
@@ -286,20 +284,6 @@ class InferenceService:
     def run_coroutine(self, coroutine: Any) -> Any:
         """Run a coroutine on the server's loop from another thread and wait for its result."""
         return asyncio.run_coroutine_threadsafe(coroutine, self._server.loop).result()
-
-
-def _asks_for_every_output_as_made(model: LoadedModel, request: InferenceRequest) -> bool:
-    """The common case, told in one pass: the request names every output (binary or not) with
-    nothing to do to any (no classification, no shared memory, no reshape to undo)."""
-    if model.reshaped_outputs:
-        return False
-    names = set()
-    for output in request.requested_outputs:
-        parameters = output.parameters
-        if parameters and ("classification" in parameters or "shared_memory_region" in parameters):
-            return False
-        names.add(output.name)
-    return names.issuperset(model.outputs)
 
 
 def _version(version: int | str | None) -> int:

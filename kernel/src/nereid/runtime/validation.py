@@ -112,12 +112,12 @@ def response_transform(
     output reshape, turn an output into classification labels. ``None`` when nothing."""
     requested = request.requested_outputs
     reshaped = model.reshaped_outputs
-    classify = {
-        o.name: int(o.parameters["classification"])
-        for o in requested
-        if o.parameters.get("classification")
-    }
-    wanted = {o.name for o in requested}
+    classify: dict[str, int] = {}
+    wanted = set()
+    for output in requested:  # one pass: most requests name every output and nothing more
+        wanted.add(output.name)
+        if output.parameters.get("classification"):
+            classify[output.name] = int(output.parameters["classification"])
     if not reshaped and not classify and (not requested or wanted.issuperset(model.outputs)):
         return None  # every output, as the model made it
     batched = model.max_batch_size > 0
