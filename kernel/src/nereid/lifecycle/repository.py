@@ -66,7 +66,8 @@ class VersionSlot:
 class VersionTable(dict[int, VersionSlot]):
     """A model's versions by number. Every change moves :attr:`generation` on, and with it
     the routes :meth:`RepositoryManager.get` caches (a route is the version a request for a
-    name goes to, which only a change of some model's versions can move)."""
+    name goes to, which only a change of some model's versions can move). The manager changes
+    a table by item only (``table[version] = slot``, ``del table[version]``)."""
 
     generation = 0
 
@@ -76,14 +77,6 @@ class VersionTable(dict[int, VersionSlot]):
 
     def __delitem__(self, version: int) -> None:
         super().__delitem__(version)
-        VersionTable.generation += 1
-
-    def pop(self, *args: Any) -> Any:
-        VersionTable.generation += 1
-        return super().pop(*args)
-
-    def clear(self) -> None:
-        super().clear()
         VersionTable.generation += 1
 
 
