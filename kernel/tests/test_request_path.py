@@ -15,7 +15,7 @@ from nereid.errors import (
     NotFoundError,
     UnavailableError,
 )
-from nereid.testing import BackendPlugin, make_request, settle
+from nereid.testing import BackendPlugin, cyclic_garbage, make_request, repeat_config, settle
 from nereid.types import InferenceResponse, RequestedOutput, Tensor
 
 SLOW = 'parameters { key: "execute_delay_ms" value: { string_value: "%d" } }'
@@ -501,3 +501,25 @@ async def test_an_instance_with_flush_may_answer_after_execute_returns(
     assert instance.log[-1] == "flush" and instance.log.count("execute 1") == 3
     again = await infer(server, "behind", {"INPUT0": np.array([[5]], np.float32)})
     assert again.as_numpy("OUTPUT0")[0, 0] == 5  # answered by the flush when it went idle
+
+
+async def test_answered_requests_leave_no_reference_cycles(start_server, model_repository):
+    model_repository.identity("simple", dims="[ 4 ]")
+    model_repository.add("repeat_int32", repeat_config())
+    server = await start_server()
+    x = np.arange(4, dtype=np.float32).reshape(1, 4)
+    with cyclic_garbage() as garbage:
+        for _ in range(3):
+            await infer(server, "simple", {"INPUT0": x})
+        responses = await server.api.infer(
+            make_request(
+                "repeat_int32",
+                {
+                    "IN": np.array([1, 2], np.int32),
+                    "DELAY": np.zeros(2, np.uint32),
+                    "WAIT": np.zeros(1, np.uint32),
+                },
+            )
+        ).collect()
+        assert len(responses) == 3
+    assert garbage == []

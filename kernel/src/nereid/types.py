@@ -322,8 +322,14 @@ class ResponseStream:
         if self._on_response is not None:
             self._on_response(self, response)
         self.delivered += 1
-        if self._consumer is not None:
-            self._consumer(response)
+        consumer = self._consumer
+        if response.final:
+            # The request and the stream point at each other (and a consumer often at both):
+            # unlinked here, they are freed by reference counting, not by the cyclic GC, whose
+            # collections a cycle per request would otherwise set off.
+            self.request = self._transform = self._on_cancel = self._consumer = None
+        if consumer is not None:
+            consumer(response)
             return
         self._items.append(response)
         waiter = self._waiter
@@ -488,6 +494,7 @@ class InferenceRequest:
                 )
             if final:
                 self._final_sent = True
+                self._cancel_callbacks = None  # they may point back at the request
         if response is None:
             if not final:
                 return

@@ -11,7 +11,7 @@ import asyncio
 import numpy as np
 import pytest
 from nereid.errors import CancelledError
-from nereid.testing import settle
+from nereid.testing import cyclic_garbage, settle
 
 DELAY_10MS = "max_queue_delay_microseconds: 10000"
 
@@ -405,3 +405,14 @@ async def test_fair_share_counts_a_batch_whose_end_the_loop_has_not_seen(clock, 
     scheduler.batch_done(second, batch_b)  # late: it has its next batch already
     assert scheduler.poll_batch(first) is None  # 2 queued, 4 executing: a share of 3
     await scheduler.stop(drain=False)
+
+
+async def test_answered_requests_leave_no_reference_cycles(serve, model_repository, kit):
+    kit.recorder_model(model_repository, max_batch_size=4, batching="")
+    server = await serve()
+    with cyclic_garbage() as garbage:
+        streams = [server.api.infer(kit.req("m", f"r{i}")) for i in range(6)]
+        for stream in streams:
+            await kit.answered(stream)
+        del streams
+    assert garbage == []

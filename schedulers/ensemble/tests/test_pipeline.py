@@ -8,7 +8,7 @@ import asyncio
 import nereid
 import numpy as np
 import pytest
-from nereid.testing import make_request, settle
+from nereid.testing import cyclic_garbage, make_request, settle
 
 pytestmark = pytest.mark.usefixtures("delivery")
 
@@ -294,6 +294,20 @@ async def test_each_response_of_a_decoupled_step_flows_on(
     assert len(recorder.of("plus")) == 3
     await settle()
     assert kit.stats(server, "pipeline")["inference_stats"]["success"]["count"] == 1
+
+
+async def test_answered_ensemble_requests_leave_no_reference_cycles(serve, model_repository, kit):
+    chain(kit, model_repository)
+    model_repository.root.joinpath("pipeline").rename(model_repository.root / "chain")
+    decoupled_pipeline(kit, model_repository)
+    server = await serve()
+    values = np.array([4, 5], np.int32)
+    with cyclic_garbage() as garbage:
+        for _ in range(2):
+            await server.api.infer(make_request("chain", {"IN": X})).single()
+        responses = await server.api.infer(make_request("pipeline", {"VALUES": values})).collect()
+        assert len([r for r in responses if not r.empty]) == 2
+    assert garbage == []
 
 
 async def test_a_pipeline_without_decoupled_steps_is_not_decoupled(serve, model_repository, kit):

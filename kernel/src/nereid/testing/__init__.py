@@ -17,7 +17,9 @@ For the test suites of frontends, schedulers and backends, which would otherwise
 - :func:`serve_process`: ``nereid serve`` in a process of its own, once it is ready;
 - :func:`wait_until`: waits (in real time) for a condition, from a test's event loop, and
   :func:`wait_and_settle`: then lets the loop run what the condition's change set going;
-- :func:`assert_generated_code_current`: checked-in protobuf modules match regeneration.
+- :func:`assert_generated_code_current`: checked-in protobuf modules match regeneration;
+- :func:`cyclic_garbage`: the objects of Nereid's types that only the cyclic garbage collector
+  would free (a request's objects should go by reference counting once it is answered).
 
 The pytest plugin (:mod:`nereid.testing.plugin`, registered through ``pytest11``) provides the
 fixtures ``model_repository``, ``start_server`` and ``manual_clock``.
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import heapq
 import itertools
 import socket
@@ -352,6 +355,29 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def cyclic_garbage() -> Iterator[list[object]]:
+    """Yields a list that, when the block ends, holds the objects of ``nereid`` modules
+    (kernel and plugins) made unreachable in the block but left in reference cycles.
+
+    A cycle per request costs every request: the collector runs after so many allocations
+    survive, and then walks every object the server holds."""
+    gc.collect()
+    found: list[object] = []
+    enabled = gc.isenabled()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # unreachable objects go to gc.garbage, not freed
+    try:
+        yield found
+        gc.collect()
+        found.extend(o for o in gc.garbage if type(o).__module__.startswith("nereid"))
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        if enabled:
+            gc.enable()
 
 
 @contextlib.contextmanager
