@@ -18,8 +18,13 @@ Rounds alternate the runs (best of each kept), since the machine is shared and n
 - the mean batch size the batcher formed at concurrency 32;
 - batched throughput / bare loop throughput at that batch size (target >= 0.85), and the same
   against the bare loop of the same batches;
-- batched throughput / plain throughput at concurrency 32 (target >= 3);
+- batched throughput / plain throughput at concurrency 32 (target >= 3), and beside it the same
+  ratio for bare loops (the batched run's batches / batch 1): what batching can give this model
+  on this machine, which a server adds overhead to;
 - p50 latency at concurrency 1, batched / plain (target <= 1.3).
+
+Each round also shows how busy the instances were: the time in ``execute``, timed on their own
+threads, over the time from their first execution to their last.
 
 The batcher runs with its default rule, fair share (see docs/dynamic_batching.md).
 ``--triton-rule`` also serves a third model with ``nereid.dynamic_batching.fair_share: false``
@@ -36,6 +41,7 @@ import itertools
 import os
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 
@@ -87,8 +93,10 @@ class MLPInstance(ModelInstance):
         self.mlp = mlp
 
     def execute(self, requests):
+        start = time.perf_counter()
         x = gather_inputs(requests)["INPUT"]
         scatter_outputs(requests, {"OUTPUT": self.mlp(x)})
+        EXECUTIONS.record(start, time.perf_counter(), len(x))
 
 
 class MLPModel(Model):
@@ -130,38 +138,42 @@ TRITON_RULE = f"{BATCHED}\n{TRITON_RULE}"
 
 
 class Executions:
-    """A request observer: the batch sizes executed, and how long two instances of a model
-    execute at the same time."""
+    """What the instances executed, timed on their own threads: batch sizes, and the fraction
+    of the time each instance was executing (observers hear of an execution later, on the
+    event loop, so they cannot tell)."""
 
     def __init__(self) -> None:
-        self.events: list[tuple[float, int]] = []
-        self.sizes: list[int] = []
+        self.runs: list[tuple[int, float, float, int]] = []  # thread, start, end, rows
 
-    def on_execution_start(self, instance, batch) -> None:
-        self.events.append((time.perf_counter(), 1))
-        self.sizes.append(sum(request.batch_size or 1 for request in batch))
+    def clear(self) -> None:
+        self.runs = []
 
-    def on_execution_end(self, instance, batch) -> None:
-        self.events.append((time.perf_counter(), -1))
+    def record(self, start: float, end: float, rows: int) -> None:
+        self.runs.append((threading.get_ident(), start, end, rows))  # list.append is atomic
 
-    def both_busy(self) -> float:
-        """The fraction of the time since the first event with two batches executing."""
-        events, self.events = sorted(self.events), []
-        if len(events) < 2:
-            return 0.0
-        busy, both, last = 0, 0.0, events[0][0]
-        for when, change in events:
-            if busy >= 2:
-                both += when - last
-            busy, last = busy + change, when
-        return both / max(events[-1][0] - events[0][0], 1e-9)
+    def sizes(self) -> list[int]:
+        return [rows for _, _, _, rows in self.runs]
+
+    def busy(self) -> float:
+        """The mean, over the instances, of the time executing over the time from the first
+        execution's start to the last one's end."""
+        by_thread: dict[int, list[tuple[float, float]]] = {}
+        for thread, start, end, _ in self.runs:
+            by_thread.setdefault(thread, []).append((start, end))
+        fractions = [
+            sum(end - start for start, end in runs)
+            / max(max(end for _, end in runs) - min(start for start, _ in runs), 1e-9)
+            for runs in by_thread.values()
+        ]
+        return statistics.mean(fractions) if fractions else 0.0
 
 
-async def serve(
-    server: Server, model: str, concurrency: int, seconds: float, executions: Executions
-) -> dict:
+EXECUTIONS = Executions()
+
+
+async def serve(server: Server, model: str, concurrency: int, seconds: float) -> dict:
     """Keep ``concurrency`` requests in flight for ``seconds``: rows/s, p50 latency (s), the
-    mean batch size the model executed and the fraction of time both instances executed."""
+    mean batch size the model executed, the batch sizes and how busy the instances were."""
     api = server.api
     sample = np.random.default_rng(1).standard_normal((1, LAYERS[0]), dtype=np.float32)
     latencies: list[float] = []
@@ -172,8 +184,7 @@ async def serve(
         await api.infer(InferenceRequest(model, [Tensor("INPUT", sample)])).single()
         latencies.append(time.perf_counter() - start)
 
-    executions.events.clear()
-    executions.sizes.clear()
+    EXECUTIONS.clear()
     _, elapsed = await support.keep_in_flight(submit, concurrency, seconds)
     await asyncio.sleep(0.01)  # statistics are recorded just after the responses
     after = api.model_statistics(model)[0]
@@ -183,8 +194,8 @@ async def serve(
         "throughput": len(latencies) / elapsed,
         "p50": statistics.median(latencies),
         "batch": rows / max(count, 1),
-        "sizes": list(executions.sizes),
-        "both_busy": executions.both_busy(),
+        "sizes": EXECUTIONS.sizes(),
+        "busy": EXECUTIONS.busy(),
     }
 
 
@@ -217,8 +228,6 @@ async def main(rounds: int, seconds: float, concurrency: int, triton_rule: bool)
         variants.append("triton")
     server = Server(root, plugins=[BenchmarkPlugin()], log_info=False)
     await server.start()
-    executions = Executions()
-    server.observers.add(executions)
     mlp = MLP()
     # Best of the rounds: highest throughput (and the batch size it ran at), lowest p50, and the
     # highest bare-loop rates seen: at each mean batch size, and on each model's batches.
@@ -228,11 +237,11 @@ async def main(rounds: int, seconds: float, concurrency: int, triton_rule: bool)
     bare_same: dict[str, float] = {}
     try:
         for model in [*variants, "plain"]:  # warm up every model and BLAS
-            await serve(server, model, concurrency, 0.5, executions)
+            await serve(server, model, concurrency, 0.5)
         for index in range(rounds):
             line = [f"round {index + 1}:"]
             for model in [*variants, "plain"]:
-                high = await serve(server, model, concurrency, seconds, executions)
+                high = await serve(server, model, concurrency, seconds)
                 if model not in served or high["throughput"] > served[model][0]:
                     served[model] = (high["throughput"], high["batch"])
                 line.append(f"{model} c{concurrency} {high['throughput']:,.0f}/s")
@@ -243,12 +252,15 @@ async def main(rounds: int, seconds: float, concurrency: int, triton_rule: bool)
                     same = await asyncio.to_thread(bare, mlp, high["sizes"], seconds)
                     bare_same[model] = max(same, bare_same.get(model, 0.0))
                     line.append(
-                        f"(batch {high['batch']:.1f}, both instances busy "
-                        f"{high['both_busy']:.0%}; bare {rate:,.0f}/s, on its batches "
-                        f"{same:,.0f}/s)"
+                        f"(batch {high['batch']:.1f}, instances busy {high['busy']:.0%}; "
+                        f"bare {rate:,.0f}/s, on its batches {same:,.0f}/s)"
                     )
+                else:
+                    rate = await asyncio.to_thread(bare, mlp, [1], seconds)
+                    bare_rates[1] = max(rate, bare_rates.get(1, 0.0))
+                    line.append(f"(instances busy {high['busy']:.0%}; bare {rate:,.0f}/s)")
             for model in [*variants, "plain"]:
-                low = await serve(server, model, 1, seconds / 2, executions)
+                low = await serve(server, model, 1, seconds / 2)
                 p50[model] = min(low["p50"], p50.get(model, float("inf")))
                 line.append(f"{model} c1 p50 {low['p50'] * 1e3:.2f} ms")
             print(" ".join(line), flush=True)
@@ -274,6 +286,11 @@ async def main(rounds: int, seconds: float, concurrency: int, triton_rule: bool)
         print(
             f"batched / unbatched throughput:              {rate / plain_rate:.2f}  "
             f"(target >= 3)  [{rate:,.0f} vs {plain_rate:,.0f} req/s]{label}"
+        )
+        print(
+            f"  the same, bare loops (batches / batch 1):  {same / bare_rates[1]:.2f}  "
+            f"[{same:,.0f} vs {bare_rates[1]:,.0f} rows/s: what batching gives this model on "
+            f"this machine]{label}"
         )
         print(
             f"p50 at concurrency 1, batched / unbatched:   {p50[model] / p50['plain']:.2f}  "
