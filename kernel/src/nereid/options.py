@@ -167,6 +167,15 @@ def add_kernel_options(parser: argparse.ArgumentParser) -> None:
         help="fail to start when a start-up model fails to load",
     )
     server.add_argument(
+        "--gc-threshold",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="while serving, the cyclic garbage collector's first-generation threshold "
+        "(default 10000; 0 leaves Python's, 700): requests in flight are short-lived objects "
+        "that the default counts as reasons to collect",
+    )
+    server.add_argument(
         "--exit-timeout-secs",
         type=float,
         default=30.0,

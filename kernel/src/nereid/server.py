@@ -19,6 +19,7 @@ from .logsettings import LogSettings
 from .observers import ObserverSet
 from .options import resolve_options
 from .plugins import PluginSettings, PluginSystem, RegistryEntry
+from .runtime import gc_tuning
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ class Server:
         self.api = InferenceService(self)
         self.live = False
         self.ready = False
+        self._gc_tuned = False
         self.startup_errors: list[NereidError] = []
         self.loop: asyncio.AbstractEventLoop | None = None
         self.repository: RepositoryManager | None = None
@@ -146,6 +148,7 @@ class Server:
         except BaseException:
             await self.stop(grace=0)  # a frontend that cannot start (port in use) stops it all
             raise
+        self._gc_tuned = gc_tuning.raise_threshold(self.options.gc_threshold)
         self.ready = True
         self.plugins.hook.server_started(server=self)
 
@@ -177,6 +180,9 @@ class Server:
             remaining = max(0.0, deadline - asyncio.get_running_loop().time())
             await self.repository.stop(timeout=remaining)
         self.api.system_shm.unregister()
+        if self._gc_tuned:
+            gc_tuning.restore()
+            self._gc_tuned = False
         self.live = False
         self.plugins.hook.server_stopped(server=self)
 
