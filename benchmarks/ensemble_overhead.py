@@ -9,7 +9,9 @@ One ``nereid serve`` (HTTP frontend and the ensemble scheduler) holds:
 Alternating (a) and (b) over several rounds, it measures:
 
 - latency: the median (p50) round trip with one request in flight, from an aiohttp client in
-  this process (which, like tritonclient, does not ask for compressed responses);
+  this process (which, like tritonclient, does not ask for compressed responses), the two
+  models taking turns request by request, so that a slow moment of a shared machine falls on
+  both alike (the p50 is over every round);
 - throughput: requests/s with 16 requests in flight, from ``wrk`` (one thread), a load
   generator that is not the bottleneck: a Python client on one core cannot keep up with the
   single model (it tops out near 10,000 requests/s, where the server does 14,000);
@@ -17,9 +19,9 @@ Alternating (a) and (b) over several rounds, it measures:
   machine);
 - the mean time a request spends inside the server with one in flight (statistics extension).
 
-It prints each round, then the best of each and the ratios (b)/(a) for latency (target <= 1.5)
-and throughput (target >= 0.5). The server is pinned to one core, and the clients to the
-other, when the machine has two. Run from the repository root::
+It prints each round, then the p50s and the best throughputs, and the ratios (b)/(a) for
+latency (target <= 1.5) and throughput (target >= 0.5). The server is pinned to one core, and
+the clients to the other, when the machine has two. Run from the repository root::
 
     python benchmarks/ensemble_overhead.py [--rounds 5] [--duration 3] [--connections 16]
 
@@ -75,18 +77,22 @@ def success_stats(port: int, model: str) -> tuple[int, int]:
     return stats["count"], stats["ns"]
 
 
-async def measure_latency(session, url, body, headers, seconds: float) -> tuple[float, int]:
-    """p50 round trip (microseconds) with one request in flight, and the request count."""
-    times = []
+async def round_trips(
+    session, urls: dict[str, str], body, headers, seconds: float
+) -> dict[str, list[float]]:
+    """Round-trip times (seconds) by model with one request in flight, the models taking turns
+    request by request, so that both see the same moments of a noisy machine."""
+    times: dict[str, list[float]] = {model: [] for model in urls}
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
-        start = time.perf_counter()
-        async with session.post(url, data=body, headers=headers) as response:
-            await response.read()
-            if response.status != 200:
-                raise SystemExit(f"{url}: HTTP {response.status}")
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e6, len(times)
+        for model, url in urls.items():
+            start = time.perf_counter()
+            async with session.post(url, data=body, headers=headers) as response:
+                await response.read()
+                if response.status != 200:
+                    raise SystemExit(f"{url}: HTTP {response.status}")
+            times[model].append(time.perf_counter() - start)
+    return times
 
 
 async def bench(args: argparse.Namespace, port: int, pid: int, wrk_cpu: str | None) -> int:
@@ -99,40 +105,48 @@ async def bench(args: argparse.Namespace, port: int, pid: int, wrk_cpu: str | No
     for url in urls.values():
         support.check_response(url, body, headers, VALUES)
         support.run_wrk(url, script, args.warmup, args.connections, wrk_cpu, pid)  # warm up
-    best_p50: dict[str, float] = {}
+    trips: dict[str, list[float]] = {model: [] for model in MODELS}
     best_rate: dict[str, float] = {}
     best_cpu: dict[str, float] = {}
     best_inside: dict[str, float] = {}
     async with aiohttp.ClientSession(skip_auto_headers=["Accept-Encoding"]) as session:
         for round_index in range(args.rounds):
-            order = list(MODELS) if round_index % 2 == 0 else list(reversed(MODELS))
-            for model in order:
-                url = urls[model]
-                before_stats = success_stats(port, model)
-                p50, _ = await measure_latency(session, url, body, headers, args.duration)
+            before = {model: success_stats(port, model) for model in MODELS}
+            times = await round_trips(session, urls, body, headers, args.duration)
+            for model in MODELS:
+                trips[model] += times[model]
                 count, ns = (
-                    a - b for a, b in zip(success_stats(port, model), before_stats, strict=True)
+                    a - b for a, b in zip(success_stats(port, model), before[model], strict=True)
                 )
                 inside = ns / max(1, count) / 1e3
-                rate, bad, per_request = support.run_wrk(
-                    url, script, args.duration, args.connections, wrk_cpu, pid
-                )
-                if bad:
-                    raise SystemExit(f"{url}: {bad} non-2xx responses")
-                shown = f"{per_request:7.1f} us CPU/req" if per_request is not None else ""
+                best_inside[model] = min(best_inside.get(model, float("inf")), inside)
                 print(
-                    f"  round {round_index + 1} ({MODELS[model]}) {model:7s} p50 {p50:7.1f} us"
-                    f" (in server {inside:6.1f} us)   c{args.connections} {rate:8.1f} req/s"
-                    f"  {shown}",
+                    f"  round {round_index + 1} ({MODELS[model]}) {model:7s} p50 "
+                    f"{statistics.median(times[model]) * 1e6:7.1f} us (in server {inside:6.1f} us)",
                     flush=True,
                 )
-                best_p50[model] = min(best_p50.get(model, float("inf")), p50)
-                best_inside[model] = min(best_inside.get(model, float("inf")), inside)
+            order = list(MODELS) if round_index % 2 == 0 else list(reversed(MODELS))
+            for model in order:
+                rate, bad, per_request = support.run_wrk(
+                    urls[model], script, args.duration, args.connections, wrk_cpu, pid
+                )
+                if bad:
+                    raise SystemExit(f"{urls[model]}: {bad} non-2xx responses")
+                shown = f"{per_request:7.1f} us CPU/req" if per_request is not None else ""
+                print(
+                    f"  round {round_index + 1} ({MODELS[model]}) {model:7s} "
+                    f"c{args.connections} {rate:8.1f} req/s  {shown}",
+                    flush=True,
+                )
                 best_rate[model] = max(best_rate.get(model, 0.0), rate)
                 if per_request is not None:
                     best_cpu[model] = min(best_cpu.get(model, float("inf")), per_request)
+    best_p50 = {model: statistics.median(trips[model]) * 1e6 for model in MODELS}
     print()
-    print(f"best of {args.rounds} rounds x {args.duration}s each")
+    print(
+        f"{args.rounds} rounds x {args.duration}s: p50 of every round trip, the models in turn; "
+        "best throughput and CPU"
+    )
     print(f"{'':28s}{'(a) single':>12s}{'(b) chain3':>12s}{'(b)/(a)':>10s}{'target':>10s}")
     a, b = best_p50["single"], best_p50["chain3"]
     print(f"{'p50 latency, c1 (us)':28s}{a:12.1f}{b:12.1f}{b / a:10.2f}{'<= 1.5':>10s}")
