@@ -95,19 +95,14 @@ async def round_trips(
     return times
 
 
-async def bench(args: argparse.Namespace, port: int, pid: int, wrk_cpu: str | None) -> int:
+async def latency_rounds(args: argparse.Namespace, port: int) -> tuple[dict, dict]:
+    """Each model's round trips over every round (the models in turn), and its least mean
+    in-server time of a round; each round printed."""
     import aiohttp
 
     body, headers = support.request_body("binary", VALUES)
-    script = Path(args.work) / "request.lua"
-    script.write_text(support.lua_script(body, headers))
     urls = {m: f"http://127.0.0.1:{port}/v2/models/{m}/infer" for m in MODELS}
-    for url in urls.values():
-        support.check_response(url, body, headers, VALUES)
-        support.run_wrk(url, script, args.warmup, args.connections, wrk_cpu, pid)  # warm up
     trips: dict[str, list[float]] = {model: [] for model in MODELS}
-    best_rate: dict[str, float] = {}
-    best_cpu: dict[str, float] = {}
     best_inside: dict[str, float] = {}
     async with aiohttp.ClientSession(skip_auto_headers=["Accept-Encoding"]) as session:
         for round_index in range(args.rounds):
@@ -125,27 +120,20 @@ async def bench(args: argparse.Namespace, port: int, pid: int, wrk_cpu: str | No
                     f"{statistics.median(times[model]) * 1e6:7.1f} us (in server {inside:6.1f} us)",
                     flush=True,
                 )
-            order = list(MODELS) if round_index % 2 == 0 else list(reversed(MODELS))
-            for model in order:
-                rate, bad, per_request = support.run_wrk(
-                    urls[model], script, args.duration, args.connections, wrk_cpu, pid
-                )
-                if bad:
-                    raise SystemExit(f"{urls[model]}: {bad} non-2xx responses")
-                shown = f"{per_request:7.1f} us CPU/req" if per_request is not None else ""
-                print(
-                    f"  round {round_index + 1} ({MODELS[model]}) {model:7s} "
-                    f"c{args.connections} {rate:8.1f} req/s  {shown}",
-                    flush=True,
-                )
-                best_rate[model] = max(best_rate.get(model, 0.0), rate)
-                if per_request is not None:
-                    best_cpu[model] = min(best_cpu.get(model, float("inf")), per_request)
+    return trips, best_inside
+
+
+def bench(args: argparse.Namespace, port: int, pid: int, wrk_cpu: str | None, work: Path) -> int:
+    servers = {m: (f"http://127.0.0.1:{port}/v2/models/{m}/infer", pid) for m in MODELS}
+    # wrk_rounds checks each model's answer and warms both up first.
+    samples = support.wrk_rounds(servers, "binary", VALUES, work, args, wrk_cpu)
+    best_rate, best_cpu = support.best_of(samples)
+    trips, best_inside = asyncio.run(latency_rounds(args, port))
     best_p50 = {model: statistics.median(trips[model]) * 1e6 for model in MODELS}
     print()
     print(
-        f"{args.rounds} rounds x {args.duration}s: p50 of every round trip, the models in turn; "
-        "best throughput and CPU"
+        f"{args.rounds} rounds x {args.duration}s: best throughput and CPU; p50 of every round "
+        "trip, the models in turn"
     )
     print(f"{'':28s}{'(a) single':>12s}{'(b) chain3':>12s}{'(b)/(a)':>10s}{'target':>10s}")
     a, b = best_p50["single"], best_p50["chain3"]
@@ -171,7 +159,6 @@ def main() -> int:
     if wrk_cpu is not None:
         os.sched_setaffinity(0, {int(wrk_cpu)})  # the latency client beside wrk
     work = Path(tempfile.mkdtemp(prefix="nereid-ensemble-bench-"))
-    args.work = str(work)
     process = None
     try:
         repository = ModelRepositoryBuilder(work / "models")
@@ -182,7 +169,7 @@ def main() -> int:
         command = support.http_serve_command(repository.root, "nereid-http,nereid-ensemble", port)
         process = support.launch(command, server_cpu)
         support.wait_ready(port, process, "/v2/models/chain3/ready")
-        return asyncio.run(bench(args, port, process.pid, wrk_cpu))
+        return bench(args, port, process.pid, wrk_cpu, work)
     finally:
         if process is not None:
             support.stop(process)
