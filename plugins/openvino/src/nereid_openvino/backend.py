@@ -51,6 +51,12 @@ MODEL_FILENAME = "model.xml"
 DEFAULT_MAX_BATCH_SIZE = 4
 VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
 
+# openvino's ``Type.to_dtype`` fills a function-local static that needs pybind11's numpy API,
+# which pybind11 sets up once with the GIL released: two threads making their first call at once
+# can deadlock (two instances taking their first requests together hung for good). One call
+# here, under the import lock, before any instance thread exists, sets both up.
+ov.Type.f32.to_dtype()
+
 
 class OpenVINOBackend(Backend):
     """One ``ov.Core`` per server. ``--backend-config=openvino,default-max-batch-size=<n>``
