@@ -66,8 +66,10 @@ class VersionSlot:
 class VersionTable(dict[int, VersionSlot]):
     """A model's versions by number. Every change moves :attr:`generation` on, and with it
     the routes :meth:`RepositoryManager.get` caches (a route is the version a request for a
-    name goes to, which only a change of some model's versions can move). The manager changes
-    a table by item only (``table[version] = slot``, ``del table[version]``)."""
+    name goes to). The manager changes a table by item only (``table[version] = slot``,
+    ``del table[version]``), and moves the generation on itself for the other changes that
+    can move a route: a model added or removed, and the dependencies of a reloaded one (an
+    ensemble is unavailable while a step model is)."""
 
     generation = 0
 
