@@ -386,6 +386,31 @@ def test_malformed_requests_are_invalid_argument(url, mutate, expected):
     assert expected in info.value.details()
 
 
+# A field-1 (model_name) string whose length runs past the end: not a ModelInferRequest.
+UNPARSABLE = b"\x0a\x40identity"
+
+
+@pytest.mark.parametrize(
+    "method", ["ModelInfer", "ModelMetadata", "ModelStatistics", "RepositoryModelLoad"]
+)
+def test_an_unparsable_message_is_internal_as_in_triton(client, url, method):
+    """gRPC C++ answers a payload it cannot parse with INTERNAL "Unable to parse request";
+    grpc.aio on its own would answer UNKNOWN, naming a Python exception class."""
+    with grpc.insecure_channel(url) as channel:
+        call = channel.unary_unary(
+            f"/inference.GRPCInferenceService/{method}",
+            request_serializer=lambda payload: payload,
+            response_deserializer=lambda payload: payload,
+        )
+        with pytest.raises(grpc.RpcError) as info:
+            call(UNPARSABLE)
+    assert info.value.code() == grpc.StatusCode.INTERNAL
+    assert info.value.details() == "Unable to parse request"
+    data = np.ones((1, 16), dtype=np.float32)
+    result = client.infer("identity", [_input("INPUT0", data, "FP32")])
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), data)
+
+
 def test_model_infer_on_a_decoupled_model_is_unimplemented(client):
     tensor = _input("IN", np.array([1], dtype=np.int32), "INT32")
     status, message = _status(lambda: client.infer("square", [tensor]))

@@ -202,6 +202,36 @@ def test_triton_grpc_error_header_for_an_error_after_queueing(client):
     client.stop_stream()
 
 
+def test_an_unparsable_message_ends_the_stream_with_internal(client, url):
+    """A stream message protobuf cannot parse ends the stream with INTERNAL (what a request
+    on it had not answered yet is cancelled); the server serves on."""
+    import grpc
+    from tritonclient.grpc import service_pb2
+
+    good = service_pb2.ModelInferRequest(model_name="identity", id="before")
+    good.inputs.add(name="INPUT0", datatype="FP32", shape=[1, 16])
+    good.raw_input_contents.append(np.ones((1, 16), dtype=np.float32).tobytes())
+    outgoing: queue.Queue = queue.Queue()
+    with grpc.insecure_channel(url) as channel:
+        call = channel.stream_stream(
+            "/inference.GRPCInferenceService/ModelStreamInfer",
+            request_serializer=lambda payload: payload,
+            response_deserializer=service_pb2.ModelStreamInferResponse.FromString,
+        )
+        responses = call(iter(outgoing.get, None))
+        outgoing.put(good.SerializeToString())
+        first = next(responses)
+        assert first.error_message == "" and first.infer_response.id == "before"
+        outgoing.put(b"\x0a\x40identity")  # model_name's length runs past the end
+        with pytest.raises(grpc.RpcError) as info:
+            next(responses)
+        outgoing.put(None)
+    assert info.value.code() == grpc.StatusCode.INTERNAL
+    assert info.value.details() == "Unable to parse request"
+    data = _tensor("INPUT0", np.ones((1, 16), dtype=np.float32), "FP32")
+    assert client.infer("identity", [data]).as_numpy("OUTPUT0").sum() == 16
+
+
 def test_closing_the_stream_cancels_its_requests(client):
     def executions():
         return client.get_inference_statistics("slow").model_stats[0].execution_count

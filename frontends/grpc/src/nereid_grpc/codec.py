@@ -9,10 +9,11 @@ Error messages follow Triton's gRPC frontend where it has one.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
+from google.protobuf.message import DecodeError
 from nereid import (
     DataType,
     InferenceRequest,
@@ -31,6 +32,26 @@ ModelInferRequest = pb.ModelInferRequest
 ModelInferResponse = pb.ModelInferResponse
 ModelStreamInferResponse = pb.ModelStreamInferResponse
 _OutputTensor = pb.ModelInferResponse.InferOutputTensor
+
+
+#: What :func:`parser` returns for a payload that is not a valid message; the handler answers
+#: it with Triton's status (gRPC C++ answers INTERNAL ``Unable to parse request``), where
+#: grpc.aio would turn the parse error into UNKNOWN naming a Python exception class.
+UNPARSABLE: Any = object()
+UNPARSABLE_MESSAGE = "Unable to parse request"
+
+
+def parser(message_type: Any) -> Callable[[bytes], Any]:
+    """The request deserializer for ``message_type``: the message, or :data:`UNPARSABLE`."""
+    parse = message_type.FromString
+
+    def deserialize(payload: bytes) -> Any:
+        try:
+            return parse(payload)
+        except DecodeError:
+            return UNPARSABLE
+
+    return deserialize
 
 
 EMPTY_FINAL_PARAMETER = "triton_enable_empty_final_response"

@@ -110,18 +110,18 @@ class GrpcService:
             behavior = self._restrict(name, behavior)
             handlers[name] = grpc.unary_unary_rpc_method_handler(
                 behavior,
-                request_deserializer=request_type.FromString,
+                request_deserializer=codec.parser(request_type),
                 response_serializer=response_type.SerializeToString,
             )
         handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
             self._restrict("ModelStreamInfer", self.ModelStreamInfer),
-            request_deserializer=pb.ModelInferRequest.FromString,
+            request_deserializer=codec.parser(pb.ModelInferRequest),
             response_serializer=pb.ModelStreamInferResponse.SerializeToString,
         )
         health = {
             "Check": grpc.unary_unary_rpc_method_handler(
                 self._restrict("Check", _guarded(self.Check)),
-                request_deserializer=health_pb2.HealthCheckRequest.FromString,
+                request_deserializer=codec.parser(health_pb2.HealthCheckRequest),
                 response_serializer=health_pb2.HealthCheckResponse.SerializeToString,
             )
         }
@@ -235,6 +235,8 @@ class GrpcService:
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         read_start = _now()
         api = self.api
+        if request is codec.UNPARSABLE:
+            await context.abort(grpc.StatusCode.INTERNAL, codec.UNPARSABLE_MESSAGE)
         try:
             version = codec.parse_version(request.model_version)
             if api.model(request.model_name, version).decoupled:
@@ -440,6 +442,8 @@ def _guarded(behavior: Handler) -> Handler:
     """Turn the kernel's errors (and bugs) into gRPC statuses."""
 
     async def guarded(request: Any, context: Any) -> Any:
+        if request is codec.UNPARSABLE:
+            await context.abort(grpc.StatusCode.INTERNAL, codec.UNPARSABLE_MESSAGE)
         try:
             return await behavior(request, context)
         except NereidError as exc:

@@ -16,6 +16,7 @@ import asyncio
 import collections
 from typing import TYPE_CHECKING, Any
 
+import grpc
 from nereid import InternalError, NereidError
 
 from . import codec
@@ -116,6 +117,9 @@ class StreamSession:
         try:
             async for message in requests:
                 if self.failure is not None:
+                    break
+                if message is codec.UNPARSABLE:  # ends the stream, as a failed read would
+                    self.failure = (grpc.StatusCode.INTERNAL, codec.UNPARSABLE_MESSAGE)
                     break
                 self._submit(message)
         finally:
