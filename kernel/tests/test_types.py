@@ -76,14 +76,41 @@ def test_bytes_serialization_layout():
 @pytest.mark.parametrize(
     ("raw", "count", "message"),
     [
-        (b"\x02\x00\x00", None, "incomplete length prefix"),
-        (b"\x05\x00\x00\x00ab", None, "runs past the end"),
-        (b"\x01\x00\x00\x00a", 2, "holds 1 elements, but the shape needs 2"),
+        (
+            b"\x01\x00\x00\x00a\x02\x00",
+            None,
+            "incomplete string length indicator for inference input 'IN' for model 'm', "
+            "expecting 4 bytes but only 2 bytes available. Please make sure the string length "
+            "indicator is in one buffer.",
+        ),
+        (
+            b"\x05\x00\x00\x00ab",
+            None,
+            "string element 0 of inference input 'IN' for model 'm' claims 5 bytes, but only "
+            "2 bytes are left",
+        ),
+        (
+            b"\x01\x00\x00\x00a",
+            2,
+            "expected 2 string elements for inference input 'IN' for model 'm', got 1",
+        ),
+        (
+            b"\x01\x00\x00\x00a\x01\x00\x00\x00b\x01\x00\x00\x00c",
+            2,
+            "unexpected number of string elements 3 for inference input 'IN' for model 'm', "
+            "expecting 2",
+        ),
     ],
 )
-def test_malformed_bytes_rejected(raw, count, message):
-    with pytest.raises(InvalidArgumentError, match=message):
-        deserialize_bytes(raw, count)
+def test_malformed_bytes_rejected_in_tritons_words(raw, count, message):
+    with pytest.raises(InvalidArgumentError) as info:
+        deserialize_bytes(raw, count, "IN", "m")
+    assert info.value.message == message
+
+
+def test_malformed_bytes_without_an_input_name():
+    with pytest.raises(InvalidArgumentError, match="^expected 2 string elements for BYTES tensor"):
+        deserialize_bytes(b"\x01\x00\x00\x00a", 2)
 
 
 def test_fixed_size_buffer_length_checked():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import queue
+import struct
 import threading
 import time
 
@@ -384,6 +385,31 @@ def test_malformed_requests_are_invalid_argument(url, mutate, expected):
         stub.ModelInfer(request)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert expected in info.value.details()
+
+
+@pytest.mark.parametrize(
+    ("elements", "expected"),
+    [
+        (
+            [b"a"],
+            "expected 2 string elements for inference input 'INPUT0' for model 'id_bytes', got 1",
+        ),
+        (
+            [b"a", b"b", b"c"],
+            "unexpected number of string elements 3 for inference input 'INPUT0' for model "
+            "'id_bytes', expecting 2",
+        ),
+    ],
+)
+def test_bytes_element_count_errors_in_tritons_words(url, elements, expected):
+    request = service_pb2.ModelInferRequest(model_name="id_bytes")
+    request.inputs.add(name="INPUT0", datatype="BYTES", shape=[2])
+    request.raw_input_contents.append(b"".join(struct.pack("<I", len(e)) + e for e in elements))
+    channel, stub = _stub(url)
+    with channel, pytest.raises(grpc.RpcError) as info:
+        stub.ModelInfer(request)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details() == expected
 
 
 # A field-1 (model_name) string whose length runs past the end: not a ModelInferRequest.

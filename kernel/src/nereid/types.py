@@ -122,29 +122,47 @@ def serialize_bytes(array: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
-def deserialize_bytes(buffer: bytes | memoryview, count: int | None = None) -> np.ndarray:
+def deserialize_bytes(
+    buffer: bytes | memoryview,
+    count: int | None = None,
+    name: str | None = None,
+    model: str | None = None,
+) -> np.ndarray:
     """The object array of bytes elements in a length-prefixed buffer.
 
     ``count`` is the element count the shape promises; a buffer that holds fewer or more
-    elements, or whose last length runs past its end, is an INVALID_ARG error.
+    elements, or whose last length runs past its end, is an INVALID_ARG error, worded as
+    Triton words it for inference input ``name`` of ``model`` when those are given.
     """
+    subject = "BYTES tensor" if name is None else f"inference input '{name}'"
+    if model is not None:
+        subject += f" for model '{model}'"
     view = memoryview(buffer).cast("B")
     items: list[bytes] = []
     offset, end = 0, len(view)
     while offset < end:
+        if count is not None and len(items) == count:  # more data than the shape holds
+            raise InvalidArgumentError(
+                f"unexpected number of string elements {count + 1} for {subject}, expecting {count}"
+            )
         if offset + 4 > end:
-            raise InvalidArgumentError("BYTES tensor data is truncated: incomplete length prefix")
+            raise InvalidArgumentError(
+                f"incomplete string length indicator for {subject}, expecting 4 bytes but "
+                f"only {end - offset} bytes available. Please make sure the string length "
+                "indicator is in one buffer."
+            )
         (length,) = _LENGTH.unpack_from(view, offset)
         offset += 4
         if offset + length > end:
             raise InvalidArgumentError(
-                f"BYTES tensor data is truncated: element of {length} bytes runs past the end"
+                f"string element {len(items)} of {subject} claims {length} bytes, but only "
+                f"{end - offset} bytes are left"
             )
         items.append(bytes(view[offset : offset + length]))
         offset += length
     if count is not None and len(items) != count:
         raise InvalidArgumentError(
-            f"BYTES tensor data holds {len(items)} elements, but the shape needs {count}"
+            f"expected {count} string elements for {subject}, got {len(items)}"
         )
     array = np.empty(len(items), dtype=object)
     array[:] = items
@@ -182,12 +200,18 @@ class Tensor:
 
     @classmethod
     def from_buffer(
-        cls, name: str, datatype: DataType, shape: Sequence[int], buffer: bytes | memoryview
+        cls,
+        name: str,
+        datatype: DataType,
+        shape: Sequence[int],
+        buffer: bytes | memoryview,
+        model: str | None = None,
     ) -> Tensor:
-        """A tensor over raw wire bytes (zero-copy for fixed-size types)."""
+        """A tensor over raw wire bytes (zero-copy for fixed-size types); ``model``, where the
+        caller knows it, goes into error messages."""
         count = element_count(shape)
         if datatype is DataType.BYTES:
-            array = deserialize_bytes(buffer, count)
+            array = deserialize_bytes(buffer, count, name, model)
         else:
             expected = count * datatype.itemsize
             if len(buffer) != expected:

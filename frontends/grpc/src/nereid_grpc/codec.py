@@ -303,7 +303,7 @@ def decode_request(
         buffer = raw[raw_index]
         raw_index += 1
         if datatype is DataType.BYTES:
-            data = deserialize_bytes(buffer, math.prod(shape)).reshape(shape)
+            data = deserialize_bytes(buffer, math.prod(shape), name, model).reshape(shape)
         else:
             np_dtype, itemsize = _FIXED[datatype]
             expected = math.prod(shape) * itemsize

@@ -316,7 +316,7 @@ def decode_inputs(
                     f"unexpected size for input '{name}', expecting {end - len(binary)} "
                     f"additional bytes for model '{model_name}'"
                 )
-            tensor = Tensor.from_buffer(name, datatype, shape, binary[offset:end])
+            tensor = Tensor.from_buffer(name, datatype, shape, binary[offset:end], model_name)
             offset = end
         elif region is not None:
             _check_shm_params(params, name, shm, output=False)
