@@ -109,8 +109,9 @@ def test_malformed_bytes_rejected_in_tritons_words(raw, count, message):
 
 
 def test_malformed_bytes_without_an_input_name():
-    with pytest.raises(InvalidArgumentError, match="^expected 2 string elements for BYTES tensor"):
+    with pytest.raises(InvalidArgumentError) as info:
         deserialize_bytes(b"\x01\x00\x00\x00a", 2)
+    assert info.value.message == "expected 2 string elements for BYTES tensor, got 1"
 
 
 def test_fixed_size_buffer_length_checked():
