@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 
 import nereid
 import numpy as np
@@ -134,6 +135,61 @@ async def test_instance_count_change_through_the_api(start_server, model_reposit
     model_repository.identity("m", extra="instance_group [ { count: 2 } ]")
     await server.api.load_model("m")
     assert server.api.model("m") is loaded and len(loaded.runners) == 2
+
+
+def _instance_threads() -> set[str]:
+    return {t.name for t in threading.enumerate() if t.name.startswith("nereid-m_")}
+
+
+@pytest.fixture
+def thread_limit(monkeypatch):
+    """Instance threads past the first ``limit[0]`` fail to start, as when the process has
+    no threads left (RuntimeError "can't start new thread")."""
+    limit = [0]
+    start = threading.Thread.start
+
+    def limited_start(thread) -> None:
+        if thread.name.startswith("nereid-m_"):
+            if limit[0] <= 0:
+                raise RuntimeError("can't start new thread")
+            limit[0] -= 1
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", limited_start)
+    return limit
+
+
+async def test_a_load_out_of_threads_fails_and_leaves_no_instance_thread(
+    start_server, model_repository, thread_limit
+):
+    model_repository.identity("m", extra="instance_group [ { count: 6 } ]")
+    model_repository.identity("other")
+    server = await start_server(model_control_mode="explicit", load_model=["other"])
+    thread_limit[0] = 4
+    with pytest.raises(NereidError, match="can't start new thread"):
+        await server.api.load_model("m")
+    await settle()
+    assert _instance_threads() == set()
+    assert not server.api.model_ready("m")
+    assert (await server.api.infer(request("other")).single()).error is None
+
+
+async def test_an_instance_update_out_of_threads_changes_nothing(
+    start_server, model_repository, thread_limit
+):
+    thread_limit[0] = 1
+    model_repository.identity("m")
+    server = await start_server(model_control_mode="explicit", load_model=["m"])
+    loaded = server.api.model("m")
+    model_repository.identity("m", extra="instance_group [ { count: 4 } ]")
+    thread_limit[0] = 2  # two of the three new instances get a thread
+    with pytest.raises(NereidError, match="can't start new thread"):
+        await server.api.load_model("m")
+    await settle()
+    assert server.api.model("m") is loaded and len(loaded.runners) == 1
+    assert loaded.config.instance_group[0].count == 1
+    assert _instance_threads() == {"nereid-m_0_0"}
+    assert (await server.api.infer(request("m")).single()).error is None
 
 
 # -- ensembles ------------------------------------------------------------------------------------

@@ -167,6 +167,8 @@ class LoadedModel:
             if self.scheduler.uses_instances:
                 runners = [self._runner(handle) for handle in handles]
             await warm_up(self, runners)
+            for runner in runners:
+                runner.start_thread()
         except BaseException:
             if self.scheduler is not None:
                 await self.scheduler.stop(drain=False)
@@ -208,6 +210,8 @@ class LoadedModel:
                     instance = await asyncio.to_thread(self.model.create_instance, spec)
                     added.append(self._runner(InstanceHandle(spec, instance)))
             await warm_up(self, added)
+            for runner in added:
+                runner.start_thread()
         except BaseException:
             await asyncio.gather(*(runner.stop() for runner in added))
             del self.config.instance_group[:]

@@ -74,14 +74,21 @@ class InstanceRunner:
 
     def start(self) -> None:
         """Start the instance thread and the pull loop (on the event loop)."""
-        self._ensure_thread()
+        self.start_thread()
         self.task = self._loop.create_task(self._run(), name=self.handle.name)
 
-    def _ensure_thread(self) -> None:
+    def start_thread(self) -> None:
+        """Start the instance thread if it is not running yet (on the event loop). Raises
+        RuntimeError when the process can start no more threads; :meth:`stop` still finalizes
+        the instance then."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
             self._mailbox = LoopMailbox.of(self._loop)
-            self._thread.start()
+            try:
+                self._thread.start()
+            except BaseException:  # no thread (the process is out of them): as before
+                self._loop = self._mailbox = None
+                raise
 
     def _thread_main(self) -> None:
         """The instance thread: run each job handed over, answer its future via the mailbox."""
@@ -99,7 +106,7 @@ class InstanceRunner:
                 post(_settle, future, result, None)
 
     def _on_thread(self, fn: Callable[[Any], Any], arg: Any) -> asyncio.Future:
-        self._ensure_thread()
+        self.start_thread()
         future = self._loop.create_future()
         self._inbox.put((fn, arg, future))
         return future
@@ -215,8 +222,12 @@ class InstanceRunner:
         """Wait for the pull loop to end (the scheduler returned ``None``), then finalize."""
         if self.task is not None:
             await asyncio.shield(self.task)
+        finalize = self.handle.instance.finalize
         try:
-            await self._on_thread(lambda _: self.handle.instance.finalize(), None)
+            if self._loop is None:  # its thread never started (or could not be)
+                await asyncio.to_thread(finalize)
+            else:
+                await self._on_thread(lambda _: finalize(), None)
         except Exception:
             log.exception("finalizing instance %s failed", self.handle.name)
         self._inbox.put(None)
