@@ -61,6 +61,31 @@ def test_register_errors(client, regions):
         client.register_system_shared_memory("too_big", key, 64)
 
 
+def test_keys_cannot_reach_files_outside_dev_shm(client, tmp_path):
+    """A key is one name under /dev/shm, as shm_open takes it: a path that climbs out, a
+    directory, or a symbolic link is refused, so no client can map (and have outputs written
+    into) a file of the server's."""
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"server file " * 8)
+    link = f"/dev/shm/nereid-link-{uuid.uuid4().hex[:12]}"
+    os.symlink(secret, link)
+    try:
+        for key in (
+            os.path.relpath(secret, "/dev/shm"),
+            "/" + os.path.relpath(secret, "/dev/shm"),
+            link.removeprefix("/dev/shm"),
+            "..",
+            "/",
+        ):
+            with pytest.raises(InferenceServerException) as info:
+                client.register_system_shared_memory("outside", key, 16)
+            assert f"Unable to open shared memory region: '{key}'" in info.value.message()
+        assert client.get_system_shared_memory_status() == []
+    finally:
+        os.unlink(link)
+    assert secret.read_bytes() == b"server file " * 8
+
+
 def test_inputs_and_outputs_in_shared_memory(client, regions):
     values = np.arange(12, dtype=np.float32).reshape(3, 4) * 1.5
     size = values.nbytes

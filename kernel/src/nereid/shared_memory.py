@@ -6,8 +6,10 @@ A region registered over HTTP serves gRPC requests too: frontends only decode th
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
+import stat
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +46,26 @@ class SystemRegion:
         }
 
 
+def _open_key(key: str) -> int:
+    """Open the POSIX shared-memory object ``key`` read-write, as ``shm_open`` would: one name
+    under ``/dev/shm`` (leading slashes dropped), no other slash, no ``.`` or ``..``, no
+    symbolic link, a regular file. Anything else could reach a file outside ``/dev/shm``."""
+    name = key.lstrip("/")
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    try:
+        if not name or "/" in name or "\0" in name or name in (".", ".."):
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        fd = os.open(os.path.join(SHM_ROOT, name), flags)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+    except OSError as exc:
+        raise InvalidArgumentError(
+            f"Unable to open shared memory region: '{key}': {exc.strerror}"
+        ) from None
+    return fd
+
+
 class SystemSharedMemoryManager:
     """POSIX shared-memory regions by name. With ``enabled`` false (``--allow-client-shm``
     off) nothing can be registered, so no request can read or write a region."""
@@ -64,13 +86,7 @@ class SystemSharedMemoryManager:
                     f"invalid offset {offset} or byte size {byte_size} for shared memory "
                     f"region '{name}'"
                 )
-            path = os.path.join(SHM_ROOT, key.lstrip("/"))
-            try:
-                fd = os.open(path, os.O_RDWR)
-            except OSError as exc:
-                raise InvalidArgumentError(
-                    f"Unable to open shared memory region: '{key}': {exc.strerror}"
-                ) from None
+            fd = _open_key(key)
             try:
                 size = os.fstat(fd).st_size
                 if offset + byte_size > size:
