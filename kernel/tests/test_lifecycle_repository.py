@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import nereid
@@ -296,6 +298,21 @@ async def test_payload_paths_outside_the_model_folder_are_refused(
     assert not Path("/tmp/escaped.bin").exists()
     assert not (model_repository.root.parent / "escaped.bin").exists()
     assert all(row["name"] != "evil" for row in server.api.repository_index())
+
+
+async def test_payload_model_names_that_are_not_one_folder_are_refused(start_server, tmp_path):
+    """The model name names the folder the payload is written to: one that climbs out or is
+    absolute would write anywhere the server can."""
+    server = await start_server(model_control_mode="explicit")
+    config = json.dumps({"backend": "identity"})
+    outside = f"nereid-escaped-{uuid.uuid4().hex[:12]}"
+    names = [f"../{outside}", str(tmp_path / outside), "..", ".", "a/b", ""]
+    for name in names:
+        with pytest.raises(InvalidArgumentError, match="needs a name that is one folder name"):
+            await server.api.load_model(name, config=config, files={"file:1/m.bin": b"x"})
+    assert not (Path(tempfile.gettempdir()) / outside).exists()
+    assert not (tmp_path / outside).exists()
+    assert server.api.repository_index() == []
 
 
 # -- repositories and namespaces ------------------------------------------------------------------

@@ -791,6 +791,12 @@ class RepositoryManager:
     @staticmethod
     def _materialize(name: str, files: dict[str, bytes]) -> tuple[Path, Path]:
         """Write ``file:<version>/<name>`` contents into a private model folder."""
+        if name in ("", ".", "..") or "/" in name or "\0" in name:
+            # joined onto the private folder, such a name would write elsewhere
+            raise InvalidArgumentError(
+                f"failed to load '{name}': a model loaded with 'file:' contents needs a name "
+                "that is one folder name (no '/', not '.' or '..')"
+            )
         root = Path(tempfile.mkdtemp(prefix="nereid-model-"))
         model_dir = (root / name).resolve()
         model_dir.mkdir()
