@@ -147,6 +147,30 @@ def test_nereid_serve_stops_on_sigterm(repo):
     assert "successfully unloaded 'slow' version 1" in log
 
 
+STUCK_WARMUP = (
+    SLOW % 100_000
+    + ' model_warmup [ { name: "w" batch_size: 1 inputs { key: "INPUT0" value: '
+    + "{ data_type: TYPE_FP32 dims: [ 2 ] zero_data: true } } } ]"
+)
+
+
+def test_model_code_that_never_returns_cannot_keep_the_server_from_exiting(tmp_path):
+    """A warm-up stuck in execute holds the start-up (and would hold the stop) for good: the
+    process still ends --exit-timeout-secs (+ the unload margin) after the signal, status 1."""
+    repo = ModelRepositoryBuilder(tmp_path / "models")
+    repo.identity("stuck", dims="[ 2 ]", extra=STUCK_WARMUP)
+    process = Process(serve("--model-repository", str(repo.root), "--exit-timeout-secs=1"))
+    process.wait_for_line("loading: stuck:1")
+    time.sleep(0.2)  # into the warm-up
+    signalled = time.monotonic()
+    process.popen.send_signal(signal.SIGTERM)
+    rc, log = process.finish(timeout=30)
+    waited = time.monotonic() - signalled
+    assert rc == 1, log
+    assert "exit timeout expired: still stopping 6.0s after the signal" in log
+    assert waited >= 6.0  # the exit timeout and the unload margin were given
+
+
 def test_nereid_serve_keeps_serving_beside_a_broken_model_unless_exit_on_error(repo):
     repo.add("broken", "backend: 'nonexistent'")
     rc, log = Process(serve("--model-repository", str(repo.root))).finish()

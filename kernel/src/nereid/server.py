@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import threading
 from typing import Any
@@ -195,11 +196,26 @@ class Server:
 
     async def serve_forever(self) -> None:
         """Run until SIGINT or SIGTERM, then stop gracefully (a signal during start-up stops
-        the server as soon as it has started)."""
+        the server as soon as it has started).
+
+        As tritonserver does, the process then ends within ``--exit-timeout-secs`` (and
+        :data:`UNLOAD_MARGIN_S` to unload) of the signal, with status 1 when it had to: model
+        code stuck on a thread (an ``execute`` or ``initialize`` that never returns) cannot
+        be interrupted, and the stop, or the interpreter's exit, would wait for it for good.
+        """
         loop = asyncio.get_running_loop()
         stop_requested = asyncio.Event()
+        deadline = self.options.exit_timeout_secs + UNLOAD_MARGIN_S
+
+        def on_signal() -> None:
+            if not stop_requested.is_set():
+                stop_requested.set()
+                timer = threading.Timer(deadline, _exit_now, (deadline,))
+                timer.daemon = True  # a stop that ends in time does not wait for it
+                timer.start()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop_requested.set)
+            loop.add_signal_handler(sig, on_signal)
         await self.start()
         await stop_requested.wait()
         log.info(
@@ -207,6 +223,20 @@ class Server:
             self.options.exit_timeout_secs,
         )
         await self.stop()
+
+
+#: Seconds past ``--exit-timeout-secs`` that a stopping server gets to unload its models.
+UNLOAD_MARGIN_S = 5.0
+
+
+def _exit_now(seconds: float) -> None:
+    log.error(
+        "exit timeout expired: still stopping %.1fs after the signal (model code that does "
+        "not return); exiting without waiting for it",
+        seconds,
+    )
+    logging.shutdown()
+    os._exit(1)
 
 
 def _flatten(values: Any) -> list[str]:

@@ -970,6 +970,7 @@ class RepositoryManager:
         retries = max(0, self.server.options.model_load_retry_count)
         error: NereidError = InternalError("not loaded")
         async with self._load_slots:
+            log.info("loading: %s:%d", name, version)
             for attempt in range(retries + 1):
                 config = ModelConfig()
                 config.CopyFrom(plan.config)
