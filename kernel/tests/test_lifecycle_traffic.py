@@ -10,7 +10,7 @@ import nereid
 import numpy as np
 import pytest
 from nereid.errors import NereidError, UnavailableError
-from nereid.testing import make_request, settle
+from nereid.testing import make_request, settle, wait_until
 from nereid.types import InferenceRequest, InferenceResponse, Tensor
 
 SLOW = 'parameters { key: "execute_delay_ms" value: { string_value: "%d" } }'
@@ -168,8 +168,7 @@ async def test_a_load_out_of_threads_fails_and_leaves_no_instance_thread(
     thread_limit[0] = 4
     with pytest.raises(NereidError, match="can't start new thread"):
         await server.api.load_model("m")
-    await settle()
-    assert _instance_threads() == set()
+    await wait_until(lambda: _instance_threads() == set())  # stopped threads end soon after
     assert not server.api.model_ready("m")
     assert (await server.api.infer(request("other")).single()).error is None
 
@@ -185,10 +184,9 @@ async def test_an_instance_update_out_of_threads_changes_nothing(
     thread_limit[0] = 2  # two of the three new instances get a thread
     with pytest.raises(NereidError, match="can't start new thread"):
         await server.api.load_model("m")
-    await settle()
     assert server.api.model("m") is loaded and len(loaded.runners) == 1
     assert loaded.config.instance_group[0].count == 1
-    assert _instance_threads() == {"nereid-m_0_0"}
+    await wait_until(lambda: _instance_threads() == {"nereid-m_0_0"})
     assert (await server.api.infer(request("m")).single()).error is None
 
 
