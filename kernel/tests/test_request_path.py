@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import nereid
 import numpy as np
@@ -402,7 +403,7 @@ async def test_shared_memory_registered_and_read_back(server, tmp_path):
         got = shm.get_contents_as_numpy(out_handle, np.float32, [2, 4])
         np.testing.assert_array_equal(got, x)
         with pytest.raises(InvalidArgumentError, match="Invalid offset"):
-            api.system_shm.view("in", 4, x.nbytes)
+            api.system_shm.check("in", 4, x.nbytes)
         api.system_shm.unregister()
         assert api.system_shm.status() == []
         with pytest.raises(NotFoundError):
@@ -410,6 +411,35 @@ async def test_shared_memory_registered_and_read_back(server, tmp_path):
     finally:
         shm.destroy_shared_memory_region(in_handle)
         shm.destroy_shared_memory_region(out_handle)
+
+
+async def test_a_region_the_client_truncates_fails_the_request_not_the_server(server):
+    """Read through a mapping, a page past the file's new end would raise SIGBUS and kill the
+    server; read and written through the file, the request gets an error."""
+    import tritonclient.utils.shared_memory as shm
+
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    handle = shm.create_shared_memory_region("cut", "/nereid_test_cut", x.nbytes)
+    try:
+        shm.set_shared_memory_region(handle, [x])
+        api = server.api
+        api.system_shm.register("cut", "/nereid_test_cut", 0, x.nbytes)
+        region = {"shared_memory_region": "cut", "shared_memory_byte_size": x.nbytes}
+        kept = api.system_shm.input_tensor("INPUT0", nereid.DataType.FP32, [2, 4], region)
+        os.truncate("/dev/shm/nereid_test_cut", 0)
+        np.testing.assert_array_equal(kept.data, x)  # a copy, made when it was read
+        with pytest.raises(InvalidArgumentError, match="smaller than when it was registered"):
+            api.system_shm.input_tensor("INPUT0", nereid.DataType.FP32, [2, 4], region)
+        request = nereid.InferenceRequest(
+            "simple", [kept], requested_outputs=[RequestedOutput("OUTPUT0", region)]
+        )
+        with pytest.raises(InvalidArgumentError, match="smaller than when it was registered"):
+            await api.infer(request).single()
+        response = await api.infer(make_request("simple", {"INPUT0": x})).single()
+        np.testing.assert_array_equal(response.as_numpy("OUTPUT0"), x)
+    finally:
+        server.api.system_shm.unregister()
+        shm.destroy_shared_memory_region(handle)
 
 
 async def test_shared_memory_refused_unless_allowed(start_server, model_repository):

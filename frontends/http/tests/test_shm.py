@@ -86,6 +86,28 @@ def test_keys_cannot_reach_files_outside_dev_shm(client, tmp_path):
     assert secret.read_bytes() == b"server file " * 8
 
 
+def test_a_region_truncated_by_its_client_is_an_error_not_a_crash(client, regions):
+    """Mapped, the region's pages past the new end of file would raise SIGBUS in the server."""
+    values = np.ones((1, 4), dtype=np.float32)
+    key, handle = regions("shrinking", values.nbytes)
+    shm.set_shared_memory_region(handle, [values])
+    client.register_system_shared_memory("shrinking", key, values.nbytes)
+    os.truncate(f"/dev/shm{key}", 0)
+    tensor = httpclient.InferInput("INPUT0", [1, 4], "FP32")
+    tensor.set_shared_memory("shrinking", values.nbytes)
+    with pytest.raises(InferenceServerException) as info:
+        client.infer("identity", [tensor])
+    assert info.value.status() == "400"
+    assert "'shrinking' is smaller than when it was registered" in info.value.message()
+    tensor = httpclient.InferInput("INPUT0", [1, 4], "FP32")
+    tensor.set_data_from_numpy(values)
+    output = httpclient.InferRequestedOutput("OUTPUT0")
+    output.set_shared_memory("shrinking", values.nbytes)
+    with pytest.raises(InferenceServerException, match="smaller than when it was registered"):
+        client.infer("identity", [tensor], outputs=[output])
+    assert client.infer("identity", [tensor]).as_numpy("OUTPUT0").tolist() == values.tolist()
+
+
 def test_inputs_and_outputs_in_shared_memory(client, regions):
     values = np.arange(12, dtype=np.float32).reshape(3, 4) * 1.5
     size = values.nbytes

@@ -2,12 +2,16 @@
 
 A region registered over HTTP serves gRPC requests too: frontends only decode the
 ``shared_memory_region``/``offset``/``byte_size`` parameters and ask this manager for the bytes.
+
+Regions are read and written with ``pread``/``pwrite`` on the open file, not through a
+mapping: a client can shrink its file at any time, and touching a mapped page past the new end
+raises SIGBUS, which would kill the server. Through the file, a short read is an error for the
+request. Inputs are copied once, so a model never sees the client change them either.
 """
 
 from __future__ import annotations
 
 import errno
-import mmap
 import os
 import stat
 import threading
@@ -35,7 +39,7 @@ class SystemRegion:
     key: str
     offset: int
     byte_size: int
-    mapping: mmap.mmap
+    fd: int
 
     def status(self) -> dict[str, Any]:
         return {
@@ -87,17 +91,14 @@ class SystemSharedMemoryManager:
                     f"region '{name}'"
                 )
             fd = _open_key(key)
-            try:
-                size = os.fstat(fd).st_size
-                if offset + byte_size > size:
-                    raise InvalidArgumentError(
-                        f"shared memory region '{name}' of {size} bytes cannot hold offset "
-                        f"{offset} + byte size {byte_size}"
-                    )
-                mapping = mmap.mmap(fd, offset + byte_size)
-            finally:
+            size = os.fstat(fd).st_size
+            if offset + byte_size > size:
                 os.close(fd)
-            self._regions[name] = SystemRegion(name, key, offset, byte_size, mapping)
+                raise InvalidArgumentError(
+                    f"shared memory region '{name}' of {size} bytes cannot hold offset "
+                    f"{offset} + byte size {byte_size}"
+                )
+            self._regions[name] = SystemRegion(name, key, offset, byte_size, fd)
 
     def unregister(self, name: str = "") -> None:
         """Unregister one region, or every region when ``name`` is empty."""
@@ -106,10 +107,7 @@ class SystemSharedMemoryManager:
             for region_name in names:
                 region = self._regions.pop(region_name, None)
                 if region is not None:
-                    try:
-                        region.mapping.close()
-                    except BufferError:
-                        pass  # a tensor still views it; the mapping closes when it is dropped
+                    os.close(region.fd)
 
     def status(self, name: str = "") -> list[dict[str, Any]]:
         with self._lock:
@@ -119,8 +117,8 @@ class SystemSharedMemoryManager:
                 return [self._regions[name].status()]
             return [region.status() for region in self._regions.values()]
 
-    def view(self, name: str, offset: int, byte_size: int) -> memoryview:
-        """``byte_size`` bytes at ``offset`` within the region."""
+    def check(self, name: str, offset: int, byte_size: int) -> SystemRegion:
+        """The region ``name``, if ``byte_size`` bytes at ``offset`` lie within it."""
         region = self._regions.get(name)
         if region is None:
             raise NotFoundError(f"Unable to find system shared memory region: '{name}'")
@@ -128,17 +126,35 @@ class SystemSharedMemoryManager:
             raise InvalidArgumentError(
                 f"Invalid offset + byte size for shared memory region: '{name}'"
             )
-        start = region.offset + offset
-        return memoryview(region.mapping)[start : start + byte_size]
+        return region
+
+    def read(self, name: str, offset: int, byte_size: int) -> bytearray:
+        """A copy of ``byte_size`` bytes at ``offset`` within the region."""
+        with self._lock:
+            region = self.check(name, offset, byte_size)
+            data = bytearray(byte_size)
+            read = os.preadv(region.fd, [data], region.offset + offset) if byte_size else 0
+        if read != byte_size:
+            raise _shrunk(name)
+        return data
+
+    def write(self, name: str, offset: int, data: bytes) -> None:
+        """Write ``data`` at ``offset`` within the region."""
+        with self._lock:
+            region = self.check(name, offset, len(data))
+            start = region.offset + offset
+            if os.fstat(region.fd).st_size < start + len(data):
+                raise _shrunk(name)
+            os.pwrite(region.fd, data, start)
 
     def input_tensor(
         self, name: str, datatype: DataType, shape: list[int], params: dict[str, Any]
     ) -> Tensor:
-        """An input tensor read in place from the region its parameters name."""
+        """An input tensor read from the region its parameters name."""
         region = params["shared_memory_region"]
         offset = int(params.get("shared_memory_offset", 0))
         byte_size = int(params["shared_memory_byte_size"])
-        return Tensor.from_buffer(name, datatype, shape, self.view(region, offset, byte_size))
+        return Tensor.from_buffer(name, datatype, shape, self.read(region, offset, byte_size))
 
     def write_output(self, tensor: Tensor, params: dict[str, Any]) -> Tensor:
         """Copy an output into the region its request named; the returned tensor carries the
@@ -152,7 +168,7 @@ class SystemSharedMemoryManager:
                 f"shared memory size specified with the request for output '{tensor.name}' "
                 f"({byte_size} bytes) should be at least {len(data)} bytes to hold the results"
             )
-        self.view(region, offset, len(data))[:] = data
+        self.write(region, offset, data)
         return Tensor(
             tensor.name,
             tensor.data,
@@ -179,6 +195,13 @@ class CudaSharedMemoryManager:
 
     def status(self, name: str = "") -> list[dict[str, Any]]:
         raise self._unsupported()
+
+
+def _shrunk(name: str) -> InvalidArgumentError:
+    return InvalidArgumentError(
+        f"shared memory region '{name}' is smaller than when it was registered: its file was "
+        "truncated"
+    )
 
 
 def is_shared_memory(params: dict[str, Any]) -> bool:

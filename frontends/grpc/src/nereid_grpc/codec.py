@@ -346,7 +346,7 @@ def decode_request(
                 if not allow_shm:
                     raise UnavailableError(SHM_DISABLED_MESSAGE)
                 # Fails now (as Triton does) for an unknown region or one too small.
-                api.system_shm.view(
+                api.system_shm.check(
                     params["shared_memory_region"],
                     params.get("shared_memory_offset", 0),
                     params["shared_memory_byte_size"],

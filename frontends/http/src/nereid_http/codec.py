@@ -212,7 +212,7 @@ def _check_shm_params(params: dict[str, Any], name: str, shm: Any, output: bool)
         )
     size = _uint(params["shared_memory_byte_size"], "shared_memory_byte_size")
     offset = _uint(params.get("shared_memory_offset", 0), "shared_memory_offset")
-    shm.view(region, offset, size)
+    shm.check(region, offset, size)
 
 
 def decode_parameters(params: Any, request_params: dict[str, Any], fields: dict[str, Any]) -> bool:
