@@ -442,6 +442,22 @@ async def test_a_region_the_client_truncates_fails_the_request_not_the_server(se
         shm.destroy_shared_memory_region(handle)
 
 
+async def test_an_input_too_large_to_hold_is_an_error(server):
+    """A sparse region of 1 PiB registers (it holds no memory), but no process can hold an
+    input that size (more than the address space): the request fails, the server stays."""
+    path = "/dev/shm/nereid_test_sparse"
+    with open(path, "wb") as sparse:
+        sparse.truncate(1 << 50)
+    try:
+        server.api.system_shm.register("sparse", "/nereid_test_sparse", 0, 1 << 50)
+        region = {"shared_memory_region": "sparse", "shared_memory_byte_size": 1 << 50}
+        with pytest.raises(InternalError, match="unable to allocate 1125899906842624 bytes"):
+            server.api.system_shm.input_tensor("INPUT0", nereid.DataType.FP32, [1, 1 << 48], region)
+    finally:
+        server.api.system_shm.unregister()
+        os.unlink(path)
+
+
 async def test_shared_memory_refused_unless_allowed(start_server, model_repository):
     model_repository.identity("simple", dims="[ 4 ]")
     server = await start_server()

@@ -20,6 +20,7 @@ from typing import Any
 
 from .errors import (
     AlreadyExistsError,
+    InternalError,
     InvalidArgumentError,
     NotFoundError,
     UnavailableError,
@@ -132,7 +133,13 @@ class SystemSharedMemoryManager:
         """A copy of ``byte_size`` bytes at ``offset`` within the region."""
         with self._lock:
             region = self.check(name, offset, byte_size)
-            data = bytearray(byte_size)
+            try:
+                data = bytearray(byte_size)
+            except MemoryError:
+                raise InternalError(
+                    f"unable to allocate {byte_size} bytes for an input from shared memory "
+                    f"region '{name}'"
+                ) from None
             read = os.preadv(region.fd, [data], region.offset + offset) if byte_size else 0
         if read != byte_size:
             raise _shrunk(name)

@@ -227,7 +227,7 @@ class HttpFrontend:
             raise
         except Exception as exc:
             log.exception("HTTP %s %s failed", request.method, path)
-            return _error(f"internal error: {exc}", 500)
+            return _error(f"internal error: {str(exc) or type(exc).__name__}", 500)
 
     def _route(self, path: str) -> tuple[Handler, tuple[Any, ...]] | None:
         parts = path.split("/")
